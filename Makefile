@@ -1,0 +1,38 @@
+# The course's commands. `make lab` opens the course, `make test` runs every test; each builds the
+# environment (.venv, pinned by requirements/constraints.txt) first when it is missing or stale.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+ENV_STAMP := $(VENV)/.installed
+PORT   ?= 8888
+# Root may only run JupyterLab with --allow-root; everyone else needs no flag.
+LAB_ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root)
+
+.PHONY: lab test env export
+.DEFAULT_GOAL := test
+
+$(ENV_STAMP): settings.ini setup.py requirements/constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c requirements/constraints.txt -e ".[dev]"
+	touch $@
+
+env: $(ENV_STAMP)
+
+## Open the course in JupyterLab on 127.0.0.1, protected by a fresh random token.
+lab: $(ENV_STAMP)
+	$(BIN)/jupyter lab --ip=127.0.0.1 --port=$(PORT) --ServerApp.root_dir=nbs \
+		--LabApp.default_url=/lab/tree/index.ipynb $(LAB_ROOT_FLAG) $(LAB_FLAGS)
+
+## Run every lesson notebook (nbdev_test) and the tests in tests/ (pytest).
+test: $(ENV_STAMP)
+	$(BIN)/nbdev_test --n_workers 2
+	$(BIN)/python -m pytest tests
+
+## After editing notebooks: regenerate the library, refresh every notebook's outputs, clean the
+## notebooks and rebuild README.md. Commit notebooks and library together.
+export: $(ENV_STAMP)
+	$(BIN)/nbdev_export
+	$(BIN)/python tools/execute_nbs.py $(NBS)
+	$(BIN)/nbdev_clean
+	$(BIN)/python tools/readme.py
