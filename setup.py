@@ -26,6 +26,7 @@ setuptools.setup(
     author=cfg['author'],
     author_email=cfg['author_email'],
     license=licenses.get(cfg['license'].lower(), cfg['license']),
+    license_files=['LICENSE'],
     url=cfg['git_url'],
     classifiers=[
         f"Development Status :: {cfg['status']} - {statuses[int(cfg['status'])]}",
