@@ -8,7 +8,7 @@ PORT   ?= 8888
 # Root may only run JupyterLab with --allow-root; everyone else needs no flag.
 LAB_ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root)
 
-.PHONY: lab test env export
+.PHONY: lab test env export docs docs-serve exercises
 .DEFAULT_GOAL := test
 
 $(ENV_STAMP): settings.ini setup.py requirements/constraints.txt
@@ -27,6 +27,10 @@ lab: $(ENV_STAMP)
 ## Run every lesson notebook (nbdev_test) and the tests in tests/ (pytest).
 test: $(ENV_STAMP)
 	$(BIN)/nbdev_test --n_workers 2
+	@# tests/test_browser.py drives Debian's chromium; install it if missing and we can (root with apt-get), else it skips
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } || \
+		echo "chromium is missing and cannot be installed here (needs root and apt-get): the browser test will skip"
 	$(BIN)/python -m pytest tests
 
 ## After editing notebooks: regenerate the library, refresh every notebook's outputs, clean the
@@ -36,3 +40,16 @@ export: $(ENV_STAMP)
 	$(BIN)/python tools/execute_nbs.py $(NBS)
 	$(BIN)/nbdev_clean
 	$(BIN)/python tools/readme.py
+
+## Regenerate the exercise notebooks in nbs/exercises/ from the lessons' `#| exercise` cells (tools/make_exercises.py).
+exercises: $(ENV_STAMP)
+	$(BIN)/python tools/make_exercises.py
+
+## Build the docs site into _site/ from the notebooks' stored outputs: offline, no Quarto (tools/build_site.py).
+docs: $(ENV_STAMP)
+	$(BIN)/python tools/build_site.py
+
+## Serve _site/ on http://127.0.0.1:8000/ (make docs-serve PORT=...).
+docs-serve: PORT = 8000
+docs-serve: docs
+	$(BIN)/python -m http.server --bind 127.0.0.1 --directory _site $(PORT)

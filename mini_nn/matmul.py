@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['check_tensor', 'check_same_kind', 'matmul_shapes', 'zeros_product', 'matmul_loops', 'matmul_elementwise',
-           'matmul_broadcast', 'matmul_einsum']
+           'matmul_broadcast', 'matmul_einsum', 'matmul_tiled']
 
 # %% ../nbs/01_matmul.ipynb #10618b1c
 import torch
@@ -91,3 +91,15 @@ def matmul_einsum(a:Tensor,  # left matrix, `m×k`
     "`a @ b` written as Einstein summation: `c[i,j] = Σ_k a[i,k] b[k,j]`."
     matmul_shapes(a, b)
     return torch.einsum('ik,kj->ij', a, b)
+
+# %% ../nbs/01_matmul.ipynb #3380c85b
+def matmul_tiled(a:Tensor,  # left matrix, `m×k`
+                 b:Tensor,  # right matrix, `k×n`
+                )->Tensor:
+    "`a @ b` with lesson 06's compiled kernel: packed panels, cache blocks, threads and a register micro-kernel. Needs numba."
+    matmul_shapes(a, b)
+    try: from mini_nn.fast_matmul import matmul_jit_tiled  # here, not at the top: importing this module never loads numba
+    except ImportError as e:
+        if (e.name or '').startswith('mini_nn'): raise  # a missing lesson module is our bug, not a missing extra
+        raise ImportError("matmul_tiled needs numba: pip install 'mini_nn[fast]'") from e
+    return matmul_jit_tiled(a, b)

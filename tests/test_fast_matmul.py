@@ -1,0 +1,211 @@
+"""Every matmul rung of lessons 01 and 06 equals torch; numba stays optional; the benchmark command runs.
+
+Correctness only: no test here times anything (the benchmark prints the speeds).
+"""
+import csv
+import json
+
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+
+from conftest import BIN, run
+from mini_nn.matmul import matmul_loops, matmul_elementwise, matmul_broadcast, matmul_einsum, matmul_tiled
+
+fm = pytest.importorskip('mini_nn.fast_matmul', reason="numba is not installed (pip install 'mini_nn[fast]')")
+
+PYTHON_RUNGS = {'loops': matmul_loops, 'elementwise': matmul_elementwise, 'broadcast': matmul_broadcast,
+                'einsum': matmul_einsum}
+JIT_RUNGS = {'jit': fm.matmul_jit, 'jit_ikj': fm.matmul_jit_ikj, 'jit_fastmath': fm.matmul_jit_fastmath,
+             'jit_threads': fm.matmul_jit_threads, 'jit_blocked': fm.matmul_jit_blocked,
+             'jit_tiled': fm.matmul_jit_tiled, 'matmul_tiled': matmul_tiled}
+ALL_RUNGS = {**PYTHON_RUNGS, **JIT_RUNGS}
+
+
+def layout(t:torch.Tensor, how:str)->torch.Tensor:
+    "The values of `t` in another memory layout: 'contiguous', 'transposed', 'sliced' or 'expanded'."
+    if how == 'transposed': return t.T.contiguous().T
+    if how == 'sliced':  # every other row and column of a bigger tensor
+        big = torch.zeros(2 * t.shape[0] + 1, 2 * t.shape[1] + 1, dtype=t.dtype)
+        big[1::2, 1::2] = t
+        return big[1::2, 1::2]
+    if how == 'expanded':  # stride 0 along dim 0: every row the same
+        return t[:1].expand(t.shape[0], t.shape[1]) if t.shape[0] else t
+    return t
+
+
+def check_equal(matmul, a, b):
+    a0, b0 = a.clone(), b.clone()
+    c = matmul(a, b)
+    assert c.shape == (a.shape[0], b.shape[1]) and c.dtype == a.dtype
+    ref = (a.double() @ b.double()).to(a.dtype)
+    tol = dict(rtol=1e-5, atol=1e-4 * max(a.shape[1], 1) ** 0.5) if a.dtype == torch.float32 else dict(rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(c, ref, **tol)
+    assert torch.equal(a, a0) and torch.equal(b, b0), 'inputs were modified'
+
+
+# shapes chosen around the kernels' block sizes (MR=4, NR=16, MC=96, KC=384, NB=256) and the small-product cut-off
+SHAPES = [(1, 1, 1), (7, 1, 3), (1, 9, 1), (3, 385, 15), (97, 383, 17), (95, 769, 33), (65, 64, 66),
+          (100, 70, 257), (5, 784, 10), (0, 5, 3), (4, 0, 3), (4, 5, 0)]
+
+
+@pytest.mark.parametrize('name', JIT_RUNGS)
+@pytest.mark.parametrize('shape', SHAPES, ids=lambda s: 'x'.join(map(str, s)))
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64], ids=['f32', 'f64'])
+def test_jit_rungs_equal_torch_around_block_sizes(name, shape, dtype):
+    m, k, n = shape
+    g = torch.Generator().manual_seed(m * 10007 + k * 101 + n)
+    check_equal(JIT_RUNGS[name], torch.randn(m, k, generator=g, dtype=dtype), torch.randn(k, n, generator=g, dtype=dtype))
+
+
+@pytest.mark.parametrize('name', ALL_RUNGS)
+@pytest.mark.parametrize('how', ['transposed', 'sliced', 'expanded'])
+def test_every_rung_accepts_any_strides(name, how):
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(9, 11, generator=g), torch.randn(11, 6, generator=g)
+    check_equal(ALL_RUNGS[name], layout(a, how), layout(b, how))
+    check_equal(ALL_RUNGS[name], layout(a.double(), how), b.double())
+
+
+@pytest.mark.parametrize('name', ALL_RUNGS)
+def test_every_rung_on_small_random_shapes(name):
+    g = torch.Generator().manual_seed(1)
+    for m, k, n in [(3, 4, 5), (1, 6, 1), (6, 1, 7), (0, 3, 2), (2, 0, 3), (2, 3, 0)]:
+        for dtype in (torch.float32, torch.float64):
+            check_equal(ALL_RUNGS[name], torch.randn(m, k, generator=g, dtype=dtype), torch.randn(k, n, generator=g, dtype=dtype))
+
+
+@settings(max_examples=40, deadline=None)
+@given(m=st.integers(0, 140), k=st.integers(0, 420), n=st.integers(0, 70),
+       how_a=st.sampled_from(['contiguous', 'transposed', 'sliced', 'expanded']),
+       how_b=st.sampled_from(['contiguous', 'transposed', 'sliced']),
+       dtype=st.sampled_from([torch.float32, torch.float64]), seed=st.integers(0, 2**16))
+def test_matmul_tiled_equals_torch_on_random_shapes_and_layouts(m, k, n, how_a, how_b, dtype, seed):
+    g = torch.Generator().manual_seed(seed)
+    a, b = torch.randn(m, k, generator=g, dtype=dtype), torch.randn(k, n, generator=g, dtype=dtype)
+    check_equal(matmul_tiled, layout(a, how_a), layout(b, how_b))
+
+
+def test_matmul_tiled_half_precision_is_computed_in_float32_and_rounded_back():
+    g = torch.Generator().manual_seed(2)
+    a, b = torch.randn(70, 90, generator=g), torch.randn(90, 40, generator=g)
+    for dtype in (torch.float16, torch.bfloat16):
+        c = matmul_tiled(a.to(dtype), b.to(dtype))
+        assert c.dtype == dtype
+        torch.testing.assert_close(c, (a.to(dtype).float() @ b.to(dtype).float()).to(dtype))
+
+
+def test_matmul_tiled_propagates_nan_and_inf_like_torch():
+    g = torch.Generator().manual_seed(3)
+    a, b = torch.randn(97, 800, generator=g), torch.randn(800, 33, generator=g)
+    a[5, 3], a[60, 500], b[7, 20] = float('nan'), float('inf'), float('-inf')
+    c, ref = matmul_tiled(a, b), a @ b
+    assert torch.equal(c.isnan(), ref.isnan()) and torch.equal(c.isinf(), ref.isinf())
+    torch.testing.assert_close(c[ref.isfinite()], ref[ref.isfinite()], rtol=1e-4, atol=1e-3)
+
+
+def test_matmul_tiled_ignores_requires_grad_and_keeps_inputs():
+    a, b = torch.randn(70, 70, requires_grad=True), torch.randn(70, 70)
+    torch.testing.assert_close(matmul_tiled(a, b), (a @ b).detach())
+
+
+@pytest.mark.parametrize('name', JIT_RUNGS)
+def test_bad_inputs_are_refused_like_lesson_01(name):
+    f = JIT_RUNGS[name]
+    with pytest.raises(ValueError, match=r'got a \(2, 3\) and b \(2, 3\)'): f(torch.ones(2, 3), torch.ones(2, 3))
+    with pytest.raises(TypeError, match='must share one dtype'): f(torch.ones(2, 3), torch.ones(3, 2).double())
+    with pytest.raises(TypeError, match='floating-point'): f(torch.ones(2, 3, dtype=torch.long), torch.ones(3, 2, dtype=torch.long))
+    with pytest.raises(TypeError, match='must be a torch.Tensor'): f([[1.]], torch.ones(1, 1))
+
+
+def test_micro_kernel_adds_one_tile():
+    g = torch.Generator().manual_seed(4)
+    a, b, c = torch.randn(50, fm.MR, generator=g), torch.randn(50, fm.NR, generator=g), torch.randn(fm.MR, fm.NR, generator=g)
+    expected = c + a.T @ b
+    fm.micro_kernel(a.numpy(), b.numpy(), c.numpy())
+    torch.testing.assert_close(c, expected)
+
+
+def test_pack_panels_pads_the_last_panel_with_zeros():
+    b = torch.arange(12.).reshape(2, 6)
+    p = torch.from_numpy(fm.pack_panels(b.numpy(), 4))
+    assert p.shape == (2, 2, 4)
+    assert torch.equal(p[0], b[:, :4]) and torch.equal(p[1, :, :2], b[:, 4:]) and not p[1, :, 2:].any()
+
+
+# numba is optional ------------------------------------------------------------------------------------------
+
+NO_NUMBA = "import sys; sys.modules['numba'] = None\n"  # makes every `import numba` in this process fail
+
+
+def test_without_numba_matmul_tiled_names_the_extra():
+    code = NO_NUMBA + ("import torch, mini_nn.matmul as mm\n"
+                       "print(mm.matmul_loops(torch.ones(1, 2), torch.ones(2, 1)).item())\n"
+                       "try: mm.matmul_tiled(torch.ones(2, 3), torch.ones(3, 4))\n"
+                       "except ImportError as e: print(type(e).__name__, e, '| cause:', type(e.__cause__).__name__)")
+    out = run(BIN/'python', '-c', code).stdout
+    assert out.splitlines() == ['2.0', "ImportError matmul_tiled needs numba: pip install 'mini_nn[fast]' | cause: ModuleNotFoundError"]
+
+
+def test_without_numba_bad_shapes_still_raise_valueerror_first():
+    code = NO_NUMBA + ("import torch\nfrom mini_nn.matmul import matmul_tiled\n"
+                       "try: matmul_tiled(torch.ones(2, 3), torch.ones(2, 3))\n"
+                       "except ValueError as e: print('ValueError')")
+    assert run(BIN/'python', '-c', code).stdout.strip() == 'ValueError'
+
+
+def test_without_numba_the_benchmark_leaves_out_the_compiled_rungs():
+    code = NO_NUMBA + "from mini_nn.bench import matmul_rungs\nprint(list(matmul_rungs()))"
+    res = run(BIN/'python', '-c', code)
+    assert res.stdout.strip() == "['three loops', 'elementwise', 'broadcast', 'einsum', 'torch @']"
+    assert "pip install 'mini_nn[fast]'" in res.stderr
+
+
+def test_importing_matmul_or_bench_loads_no_numba():
+    code = "import sys, mini_nn.matmul, mini_nn.bench; print('numba' in sys.modules)"
+    assert run(BIN/'python', '-c', code).stdout.strip() == 'False'
+
+
+# the SLP vectoriser setting and the on-disk cache -------------------------------------------------------------
+
+def test_slp_is_switched_on_even_if_numba_was_imported_first(monkeypatch):
+    monkeypatch.delenv('NUMBA_SLP_VECTORIZE', raising=False)
+    code = "import numba\nfrom mini_nn import fast_matmul as fm\nprint(numba.config.SLP_VECTORIZE, fm._CACHE)"
+    assert run(BIN/'python', '-c', code).stdout.split() == ['1', 'True']
+
+
+def test_an_explicit_slp_off_is_respected_and_not_cached(monkeypatch):
+    monkeypatch.setenv('NUMBA_SLP_VECTORIZE', '0')
+    code = "import numba\nfrom mini_nn import fast_matmul as fm\nprint(numba.config.SLP_VECTORIZE, fm._CACHE)"
+    assert run(BIN/'python', '-c', code).stdout.split() == ['0', 'False']
+
+
+def test_compiled_kernels_are_loaded_from_the_cache_by_a_later_process(monkeypatch):
+    "The first process may compile (or load); a second one must load every kernel of the tiled path from disk."
+    monkeypatch.delenv('NUMBA_SLP_VECTORIZE', raising=False)
+    code = ("import torch\nfrom mini_nn import fast_matmul as fm\n"
+            "a = torch.randn(100, 100)\ntorch.testing.assert_close(fm.matmul_jit_tiled(a, a), a @ a)\n"
+            "print(*[bool(k.stats.cache_hits) for k in (fm.pack_panels, fm.tiled_kernel)])")
+    run(BIN/'python', '-c', code)
+    assert run(BIN/'python', '-c', code).stdout.split() == ['True', 'True']
+
+
+# the benchmark command -------------------------------------------------------------------------------------------
+
+def test_bench_quick_runs_and_saves_csv_and_json(tmp_path):
+    out = tmp_path/'results'
+    res = run(BIN/'python', '-m', 'mini_nn.bench', '--quick', '--out', out, cwd=tmp_path)
+    assert 'matmul ladder' in res.stdout and 'import cost beyond `import torch`' in res.stdout
+    assert '[' in res.stderr  # the progress bar
+    rows = list(csv.DictReader(open(out/'ladder.csv')))
+    assert {r['rung'] for r in rows} >= {'three loops', 'einsum', '+ register tile', 'torch @'}
+    assert all(r['note'] != 'WRONG RESULT' for r in rows)
+    data = json.loads((out/'bench.json').read_text())
+    assert set(data) >= {'machine', 'ladder', 'backward', 'imports', 'targets'}
+    assert data['imports']['seconds'] > 0
+    assert not list(tmp_path.glob('mini_nn_bench'))  # --out was honoured
+
+
+def test_bench_help_lists_the_options():
+    out = run(BIN/'python', '-m', 'mini_nn.bench', '--help').stdout
+    for opt in ('--quick', '--out', '--sizes', '--dtype', '--skip'): assert opt in out
