@@ -33,10 +33,11 @@ test: $(ENV_STAMP)
 		echo "chromium is missing and cannot be installed here (needs root and apt-get): the browser test will skip"
 	$(BIN)/python -m pytest tests
 
-## After editing notebooks: regenerate the library, refresh every notebook's outputs, clean the
-## notebooks and rebuild README.md. Commit notebooks and library together.
+## After editing notebooks: regenerate the library and the exercise notebooks, refresh every lesson's
+## outputs, clean the notebooks and rebuild README.md. Commit notebooks and library together.
 export: $(ENV_STAMP)
 	$(BIN)/nbdev_export
+	$(BIN)/python tools/make_exercises.py
 	$(BIN)/python tools/execute_nbs.py $(NBS)
 	$(BIN)/nbdev_clean
 	$(BIN)/python tools/readme.py

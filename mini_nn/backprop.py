@@ -14,7 +14,7 @@ from .init import lin, relu, init_params
 # %% ../nbs/04_forward_backward.ipynb #dbeaff09
 _all_ = ['lin', 'relu']
 
-# %% ../nbs/04_forward_backward.ipynb #d13a0779
+# %% ../nbs/04_forward_backward.ipynb #2459debb
 def _check_loss_args(fn:str,      # the function being called, for the message
                      name:str,    # the name of its prediction argument
                      pred:Tensor, # predictions, must be (n, 1)
@@ -26,6 +26,8 @@ def _check_loss_args(fn:str,      # the function being called, for the message
     if pred.ndim != 2 or pred.shape[1] != 1 or targ.ndim != 1 or pred.shape[0] != targ.shape[0]:
         raise ValueError(f"{fn} needs {name} of shape (n, 1) and targ of shape (n,); "
                          f"got {name} {tuple(pred.shape)} and targ {tuple(targ.shape)}")
+    if pred.shape[0] == 0:  # a mean over no samples is 0/0: refuse it rather than return nan
+        raise ValueError(f"{fn} needs at least one sample; got {name} {tuple(pred.shape)} and targ {tuple(targ.shape)}")
 
 # %% ../nbs/04_forward_backward.ipynb #02c87844
 def mse(output:Tensor, # predictions, one row per sample: shape (n, 1)
@@ -44,17 +46,17 @@ def mse_grad(inp:Tensor,  # the predictions mse was called on, shape (n, 1)
     with torch.no_grad(): inp.g = 2. * (inp.squeeze(-1) - targ).unsqueeze(-1) / inp.shape[0]
 
 # %% ../nbs/04_forward_backward.ipynb #4eb0d3a9
-def _grad_of(out:Tensor)->Tensor:
+def _grad_of(out:Tensor, # a tensor of the forward pass; the step that used it has set `out.g`
+            )->Tensor:
     "`out.g`, checked: it must exist (the step after `out` ran its backward) and have `out`'s shape, dtype and device."
     g = getattr(out, 'g', None)
     if g is None:
         raise RuntimeError("out.g is not set: the backward pass runs from the loss towards the input, "
                            "so run the backward of the step that used `out` first")
-    check_tensor(g, 'out.g')
+    if isinstance(g, Tensor) and g.shape == out.shape and g.dtype == out.dtype and g.device == out.device: return g
+    check_tensor(g, 'out.g')  # something does not fit: the general checks say what
     check_same_kind(out=out, **{'out.g': g})
-    if g.shape != out.shape:
-        raise ValueError(f"out.g must have the shape of out {tuple(out.shape)}, got {tuple(g.shape)}")
-    return g
+    raise ValueError(f"out.g must have the shape of out {tuple(out.shape)}, got {tuple(g.shape)}")
 
 # %% ../nbs/04_forward_backward.ipynb #0f57fb0e
 def relu_grad(inp:Tensor, # the input relu was called on
@@ -68,26 +70,35 @@ def relu_grad(inp:Tensor, # the input relu was called on
     g = _grad_of(out)
     with torch.no_grad(): inp.g = torch.where(inp > 0, g, 0.)
 
+# %% ../nbs/04_forward_backward.ipynb #cea52c30
+def _check_inp_grad(inp_grad, # the value given for the `inp_grad` keyword
+                   ):
+    "Raise `TypeError` unless `inp_grad` is `True` or `False`."
+    if not isinstance(inp_grad, bool):
+        raise TypeError(f"inp_grad must be True or False, got {inp_grad!r} ({type(inp_grad).__name__})")
+
 # %% ../nbs/04_forward_backward.ipynb #bb47bbec
 def lin_grad(inp:Tensor, # the input of the linear layer, (n, k)
              out:Tensor, # its output `inp @ w + b`, (n, m); `out.g` holds the gradient of the loss with respect to it
              w:Tensor,   # weights, (k, m)
              b:Tensor,   # bias, (m,)
+             inp_grad:bool=True, # set `inp.g` too; False skips it (`inp` is left alone), for an input nothing trains
             ):
-    "Set `inp.g`, `w.g` and `b.g` for the linear layer `out = inp @ w + b`, given `out.g`."
+    "Set `inp.g` (unless `inp_grad` is False), `w.g` and `b.g` for the linear layer `out = inp @ w + b`, given `out.g`."
     for t, name, ndim in ((inp, 'inp', 2), (out, 'out', 2), (w, 'w', 2), (b, 'b', 1)): check_tensor(t, name, ndim)
     check_same_kind(inp=inp, out=out, w=w, b=b)
     (n, k), m = inp.shape, w.shape[1]
     if w.shape[0] != k or b.shape[0] != m or out.shape != (n, m):
         raise ValueError(f"lin_grad needs inp (n, k), out (n, m), w (k, m) and b (m,); got inp {tuple(inp.shape)}, "
                          f"out {tuple(out.shape)}, w {tuple(w.shape)} and b {tuple(b.shape)}")
+    _check_inp_grad(inp_grad)
     g = _grad_of(out)
     with torch.no_grad():
-        inp.g = g @ w.T    # (n, m) @ (m, k): each input reaches every output through w
+        if inp_grad: inp.g = g @ w.T  # (n, m) @ (m, k): each input reaches every output through w
         w.g = inp.T @ g    # (k, n) @ (n, m): each weight is used by every sample, summed over the batch
         b.g = g.sum(0)     # (m,): the bias is added to every row, so it collects every row's gradient
 
-# %% ../nbs/04_forward_backward.ipynb #e38df5ae
+# %% ../nbs/04_forward_backward.ipynb #920edd35
 def _check_two_layer(inp, targ, w1, b1, w2, b2):
     "Raise unless the tensors are the input, targets and parameters of one `n_in → nh → 1` network."
     ts = dict(inp=inp, targ=targ, w1=w1, b1=b1, w2=w2, b2=b2)
@@ -99,6 +110,47 @@ def _check_two_layer(inp, targ, w1, b1, w2, b2):
         got = ', '.join(f"{name} {tuple(t.shape)}" for name, t in ts.items())
         raise ValueError("the network needs inp (n, n_in), targ (n,), w1 (n_in, nh), b1 (nh,), w2 (nh, 1) "
                          f"and b2 (1,); got {got}")
+    if inp.shape[0] == 0:  # the loss is a mean over the samples: with none it would be nan
+        raise ValueError(f"the network needs at least one sample; got inp {tuple(inp.shape)} and targ {tuple(targ.shape)}")
+
+# %% ../nbs/04_forward_backward.ipynb #d07e911a
+def _lin(x:Tensor, # inputs, (n, n_in)
+         w:Tensor, # weights, (n_in, n_out)
+         b:Tensor, # bias, (n_out,)
+        )->Tensor:
+    "`lin` without the checks: `b + x @ w` in one call."
+    return torch.addmm(b, x, w)
+
+def _mse(output:Tensor, # predictions, (n, 1)
+         targ:Tensor,   # targets, (n,)
+        )->Tensor:
+    "`mse` without the checks."
+    return (output.squeeze(-1) - targ).pow(2).mean()
+
+def _mse_grad(inp:Tensor,  # the predictions, (n, 1)
+              targ:Tensor, # the targets, (n,)
+             ):
+    "`mse_grad` without the checks: set `inp.g`, scaling the fresh difference in place."
+    inp.g = (inp.squeeze(-1) - targ).mul_(2. / inp.shape[0]).unsqueeze(-1)
+
+def _lin_grad(inp:Tensor, # the input of the linear layer, (n, k)
+              out:Tensor, # its output, (n, m), with `out.g` set
+              w:Tensor,   # weights, (k, m)
+              b:Tensor,   # bias, (m,)
+              inp_grad:bool=True, # set `inp.g` too; False skips it
+             ):
+    "`lin_grad` without the argument checks: set `inp.g` (unless `inp_grad` is False), `w.g` and `b.g`."
+    g = _grad_of(out)
+    if inp_grad: inp.g = g @ w.T
+    w.g = inp.T @ g
+    b.g = g.sum(0)
+
+# %% ../nbs/04_forward_backward.ipynb #10a31a5c
+def _relu_grad(inp:Tensor, # the input relu was called on
+               out:Tensor, # relu's output, with `out.g` set
+              ):
+    "`relu_grad` without the argument checks, in one pass: the kernel autograd runs for `torch.relu`."
+    inp.g = torch.ops.aten.threshold_backward(_grad_of(out), inp, 0.)
 
 # %% ../nbs/04_forward_backward.ipynb #69c9e5da
 def forward_and_backward(inp:Tensor,  # input batch, (n, n_in)
@@ -107,19 +159,21 @@ def forward_and_backward(inp:Tensor,  # input batch, (n, n_in)
                          b1:Tensor,   # first layer's bias, (nh,)
                          w2:Tensor,   # second layer's weights, (nh, 1)
                          b2:Tensor,   # second layer's bias, (1,)
+                         inp_grad:bool=True, # set `inp.g` too; False skips it, as autograd does for data that does not require a gradient
                         )->Tensor:    # the loss, a 0-d tensor
-    "Run `lin → relu → lin → mse` forward, then backward by hand: set `.g` on `inp`, `w1`, `b1`, `w2`, `b2`."
-    _check_two_layer(inp, targ, w1, b1, w2, b2)
+    "Run `lin → relu → lin → mse` forward, then backward by hand: set `.g` on `w1`, `b1`, `w2`, `b2` and (unless `inp_grad` is False) `inp`."
+    _check_two_layer(inp, targ, w1, b1, w2, b2)  # checked once, here: the steps below are the unchecked versions
+    _check_inp_grad(inp_grad)
     with torch.no_grad():  # we compute the gradients ourselves: no autograd graph, even for tensors that require grad
-        l1 = lin(inp, w1, b1)
-        l2 = relu(l1)
-        out = lin(l2, w2, b2)
-        loss = mse(out, targ)
+        l1 = _lin(inp, w1, b1)
+        l2 = relu(l1)      # relu's only check is a type test: nothing to save
+        out = _lin(l2, w2, b2)
+        loss = _mse(out, targ)
         # backward: from the loss towards the input, each step reading the `.g` the previous one set
-        mse_grad(out, targ)
-        lin_grad(l2, out, w2, b2)
-        relu_grad(l1, l2)
-        lin_grad(inp, l1, w1, b1)
+        _mse_grad(out, targ)
+        _lin_grad(l2, out, w2, b2)
+        _relu_grad(l1, l2)
+        _lin_grad(inp, l1, w1, b1, inp_grad)  # the first layer's input is the data: its gradient only if asked for
     return loss
 
 # %% ../nbs/04_forward_backward.ipynb #c81c2170

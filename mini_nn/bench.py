@@ -170,9 +170,8 @@ def ladder_table(records:list)->str:
 BACKWARD_SIZES = [(200, 100, 50), (4096, 784, 256)]  # (batch, n_in, nh): the seed's network and a large batch
 
 def _skip_input_grad(f)->dict:
-    "The keyword that tells a hand-written backward to skip the input's gradient, if `f` accepts one."
-    params = inspect.signature(f).parameters
-    return {name: False for name in ('inp_grad', 'input_grad', 'grad_input') if name in params}
+    "`{'inp_grad': False}` if `f` takes lessons 04 and 05's `inp_grad` keyword (skip the input's gradient), else `{}`."
+    return {'inp_grad': False} if 'inp_grad' in inspect.signature(f).parameters else {}
 
 def backward_bench(sizes:list=BACKWARD_SIZES, # (batch, n_in, nh) per network
                    min_time:float=0.2,        # seconds of measurement per figure

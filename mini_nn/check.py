@@ -529,14 +529,14 @@ def _kaiming_case(fn, n_in, n_out, seed:int|None):
         raise
 
 def _kaiming_refuses(fn):
-    "Sizes that are not positive ints must raise ValueError."
-    for args in ((0, 10), (10, 0), (2.5, 3), (True, 3)):
+    "Sizes below 1 must raise ValueError; sizes that are not ints (a float, a bool) TypeError."
+    for args, exc in (((0, 10), ValueError), ((10, 0), ValueError), ((2.5, 3), TypeError), ((True, 3), TypeError)):
         call = _fmt_call('kaiming_init', args)
         hint = "check the sizes: init_scale('kaiming', n_in) checks n_in, and _check_int(n_out, 'n_out') checks n_out"
         try: got = fn(*args)
-        except ValueError: continue
-        except Exception as e: raise _Fail(f"{call} raised {type(e).__name__}: {e}", [('expected', 'ValueError')], hint=hint)
-        raise _Fail(f"{call} returned a result", [('expected', 'ValueError: sizes must be positive ints')], hint=hint)
+        except exc: continue
+        except Exception as e: raise _Fail(f"{call} raised {type(e).__name__}: {e}", [('expected', exc.__name__)], hint=hint)
+        raise _Fail(f"{call} returned a result", [('expected', f'{exc.__name__}: sizes must be positive ints')], hint=hint)
 
 # %% ../nbs/09_check.ipynb #19beb5f3
 def check_kaiming_init(kaiming_init, # your `kaiming_init(n_in, n_out, generator=None)`, lesson 03

@@ -7,14 +7,18 @@ __all__ = ['KC', 'NB', 'MR', 'NR', 'MC', 'SMALL', 'run_kernel', 'ijk_kernel', 'm
            'ikj_fastmath_kernel', 'matmul_jit_fastmath', 'ikj_threads_kernel', 'matmul_jit_threads', 'pack_panels',
            'blocked_kernel', 'matmul_jit_blocked', 'micro_kernel', 'tiled_kernel', 'matmul_jit_tiled']
 
-# %% ../nbs/06_fast_matmul.ipynb #14db5f15
+# %% ../nbs/06_fast_matmul.ipynb #5af4c7cd
 import os
+
+# %% ../nbs/06_fast_matmul.ipynb #2078b4d7
 # numba ships with LLVM's SLP ("superword-level parallelism") vectoriser switched off. The micro-kernel
 # at the end of this module is straight-line code with 64 scalar multiply-adds, not a loop, and only the
 # SLP pass turns it into vector instructions: without it the kernel is several times slower. numba reads
 # NUMBA_* variables when it is imported (and again before compiling, if one changed), so we set it before
 # `import numba`; `setdefault` keeps any value the user chose. It applies to this whole process.
 os.environ.setdefault('NUMBA_SLP_VECTORIZE', '1')
+
+# %% ../nbs/06_fast_matmul.ipynb #ae0624f7
 import numba
 import numpy as np
 import torch
@@ -22,6 +26,7 @@ from numba import njit, prange
 from torch import Tensor
 from .matmul import matmul_shapes
 
+# %% ../nbs/06_fast_matmul.ipynb #19b10054
 numba.config.reload_config()  # read the variable now, even if numba was imported before this module
 # numba's on-disk cache does not record the SLP setting, so a kernel compiled without it would be loaded,
 # slow, by every later process: cache compiled kernels only when SLP is on.

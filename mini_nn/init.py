@@ -32,11 +32,18 @@ def _check_int(n,            # the value to check
                lo:int=1,     # smallest allowed value
                hi:int=None,  # largest allowed value (no limit when None)
               )->int:
-    "Return `n` if it is an int from `lo` to `hi`, else raise `ValueError` saying what was expected."
-    if isinstance(n, bool) or not isinstance(n, int) or n < lo or (hi is not None and n > hi):
-        want = f"an int from {lo} to {hi}" if hi is not None else 'a positive int' if lo == 1 else f"an int >= {lo}"
-        raise ValueError(f"{name} must be {want}, got {n!r}")
+    "Return `n` if it is an int from `lo` to `hi`, else raise `TypeError` (not an int) or `ValueError` (out of range)."
+    want = f"an int from {lo} to {hi}" if hi is not None else 'a positive int' if lo == 1 else f"an int >= {lo}"
+    if isinstance(n, bool) or not isinstance(n, int):  # True is an int to Python, but not a size
+        raise TypeError(f"{name} must be {want}, got {n!r}")
+    if n < lo or (hi is not None and n > hi): raise ValueError(f"{name} must be {want}, got {n!r}")
     return n
+
+def _check_generator(generator)->torch.Generator|None:  # None, or where to draw random numbers from
+    "Return `generator` if it is a `torch.Generator` or None, else raise `TypeError` saying what it is."
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__} {generator!r:.60}")
+    return generator
 
 # %% ../nbs/03_init.ipynb #13ad5383
 def init_scale(init,      # 'plain', 'lecun', 'kaiming', or a positive number (the scale itself)
@@ -57,7 +64,7 @@ def kaiming_init(n_in:int,   # the layer's inputs (rows of the weight matrix)
                 )->Tensor:   # float32 weights, `(n_in, n_out)`
     "Kaiming (He) normal weights for a layer followed by ReLU: `randn(n_in, n_out) * sqrt(2/n_in)`."
     scale = init_scale('kaiming', n_in)  # checks n_in
-    _check_int(n_out, 'n_out')
+    _check_int(n_out, 'n_out'), _check_generator(generator)
     return torch.randn(n_in, n_out, generator=generator) * scale
 
 # %% ../nbs/03_init.ipynb #ec390414
@@ -96,6 +103,7 @@ def activation_stats(n_layers:int=50,  # how many layers to apply, 0 to 1000
                     )->ActivationStats:
     "Push `randn(batch, width)` through `n_layers` random `width×width` layers; return each layer's mean and std."
     _check_int(n_layers, 'n_layers', 0, 1000), _check_int(width, 'width'), _check_int(batch, 'batch')
+    _check_int(seed, 'seed', 0, 2**64 - 1)  # the seeds torch.Generator.manual_seed takes
     if not isinstance(relu, bool): raise TypeError(f"relu must be True or False, got {relu!r}")
     scale = init_scale(init, width)
     g = torch.Generator().manual_seed(seed)  # a local generator: the global random state is untouched

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 from .matmul import check_tensor, check_same_kind
 from .backprop import lin, relu, mse, mse_grad, relu_grad, lin_grad
+from .backprop import _check_loss_args, _check_inp_grad, _lin, _mse, _mse_grad, _relu_grad, _lin_grad
 
 # %% ../nbs/05_module.ipynb #235b3ed1
 def _check_called(layer):
@@ -23,14 +24,18 @@ class Relu:
     "ReLU as a layer: calling it stores `inp` and `out`; `backward` sets `inp.g` from `out.g`."
     def __call__(self, inp:Tensor)->Tensor:
         check_tensor(inp, 'inp')
-        with torch.no_grad(): out = relu(inp)
-        self.inp, self.out = inp, out
-        return out
+        with torch.no_grad(): return self.forward(inp)
+
+    def forward(self, inp:Tensor, # a floating-point tensor, already checked
+               )->Tensor:
+        "The step without the checks: store `inp` and `out = relu(inp)`, return `out`."
+        self.inp, self.out = inp, relu(inp)
+        return self.out
 
     def backward(self):
         "Set `self.inp.g`: `self.out.g` where the input was positive, else 0."
         _check_called(self)
-        relu_grad(self.inp, self.out)
+        with torch.no_grad(): _relu_grad(self.inp, self.out)
 
 # %% ../nbs/05_module.ipynb #e8ca7492
 class Lin:
@@ -49,14 +54,20 @@ class Lin:
         check_same_kind(inp=inp, w=self.w)
         if inp.shape[1] != self.w.shape[0]:
             raise ValueError(f"Lin with w {tuple(self.w.shape)} needs inp of shape (n, {self.w.shape[0]}), got {tuple(inp.shape)}")
-        with torch.no_grad(): out = lin(inp, self.w, self.b)
-        self.inp, self.out = inp, out
-        return out
+        with torch.no_grad(): return self.forward(inp)
 
-    def backward(self):
-        "Set `self.inp.g`, `self.w.g` and `self.b.g` from `self.out.g`."
+    def forward(self, inp:Tensor, # (n, n_in), already checked against w
+               )->Tensor:
+        "The step without the checks: store `inp` and `out = inp @ w + b`, return `out`."
+        self.inp, self.out = inp, _lin(inp, self.w, self.b)
+        return self.out
+
+    def backward(self, inp_grad:bool=True, # set `self.inp.g` too; False skips it (a model's first layer: its input is the data)
+                ):
+        "Set `self.inp.g` (unless `inp_grad` is False), `self.w.g` and `self.b.g` from `self.out.g`."
         _check_called(self)
-        lin_grad(self.inp, self.out, self.w, self.b)
+        _check_inp_grad(inp_grad)
+        with torch.no_grad(): _lin_grad(self.inp, self.out, self.w, self.b, inp_grad)
 
 # %% ../nbs/05_module.ipynb #140cd221
 class Mse:
@@ -64,16 +75,22 @@ class Mse:
     def __call__(self, inp:Tensor,  # predictions, (n, 1)
                  targ:Tensor,       # targets, (n,)
                 )->Tensor:
-        with torch.no_grad(): out = mse(inp, targ)
-        self.inp, self.targ, self.out = inp, targ, out
-        return out
+        _check_loss_args('mse', 'output', inp, targ)
+        with torch.no_grad(): return self.forward(inp, targ)
+
+    def forward(self, inp:Tensor,  # predictions, (n, 1), already checked
+                targ:Tensor,       # targets, (n,)
+               )->Tensor:
+        "The step without the checks: store `inp`, `targ` and the loss `out`, return `out`."
+        self.inp, self.targ, self.out = inp, targ, _mse(inp, targ)
+        return self.out
 
     def backward(self):
         "Set `self.inp.g`, the gradient of the loss with respect to the predictions."
         _check_called(self)
-        mse_grad(self.inp, self.targ)
+        with torch.no_grad(): _mse_grad(self.inp, self.targ)
 
-# %% ../nbs/05_module.ipynb #cd176544
+# %% ../nbs/05_module.ipynb #858cbbc5
 class Model:
     "`Lin → Relu → Lin` with an `Mse` loss: calling it with `(x, targ)` returns the loss; `backward` sets every `.g`."
     def __init__(self, w1:Tensor, # first layer's weights, (n_in, nh)
@@ -90,15 +107,27 @@ class Model:
     def __call__(self, x:Tensor,  # input batch, (n, n_in)
                  targ:Tensor,     # targets, (n,)
                 )->Tensor:        # the loss, a 0-d tensor
-        for layer in self.layers: x = layer(x)
-        return self.loss(x, targ)
+        w1 = self.layers[0].w
+        check_tensor(x, 'x', 2), check_tensor(targ, 'targ', 1)
+        check_same_kind(x=x, targ=targ, w1=w1)
+        if x.shape[1] != w1.shape[0] or targ.shape[0] != x.shape[0]:
+            raise ValueError(f"Model with w1 {tuple(w1.shape)} needs x (n, {w1.shape[0]}) and targ (n,); "
+                             f"got x {tuple(x.shape)} and targ {tuple(targ.shape)}")
+        if x.shape[0] == 0:  # the loss is a mean over the samples: with none it would be nan
+            raise ValueError(f"Model needs at least one sample; got x {tuple(x.shape)} and targ {tuple(targ.shape)}")
+        with torch.no_grad():  # checked once, here: each layer's input is the output of the one before
+            for layer in self.layers: x = layer.forward(x)
+            return self.loss.forward(x, targ)
 
-    def backward(self):
-        "Backpropagate from the loss: set `.g` on the weights, the biases and the input of the last call."
+    def backward(self, inp_grad:bool=True, # set `x.g` too; False skips it (the data's gradient, which training never uses)
+                ):
+        "Backpropagate from the loss: set `.g` on the weights, the biases and (unless `inp_grad` is False) the input of the last call."
         if not hasattr(self.loss, 'out'):
             raise RuntimeError("Model.backward() needs a forward pass first: call the model, model(x, targ), then backward()")
+        _check_inp_grad(inp_grad)
         self.loss.backward()
-        for layer in reversed(self.layers): layer.backward()
+        for layer in reversed(self.layers[1:]): layer.backward()
+        self.layers[0].backward(inp_grad=inp_grad)  # the first layer's input is x
 
 # %% ../nbs/05_module.ipynb #d6b37080
 class Model2(nn.Module):

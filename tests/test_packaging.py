@@ -1,5 +1,7 @@
 "The package as a pip user gets it: built into an sdist and a wheel, installed beside torch and nothing else."
+import ast
 import configparser
+import re
 import shutil
 import sys
 import zipfile
@@ -69,7 +71,7 @@ def test_wheel_holds_the_library_and_nothing_else(dists):
 def test_wheel_requires_only_torch_and_offers_the_extras(dists):
     _, wheel = dists
     zf = zipfile.ZipFile(wheel)
-    meta = zf.read(next(n for n in zf.namelist() if n.endswith('METADATA'))).decode()
+    meta = wheel_metadata(wheel)
     requires = [l.split(':', 1)[1].strip() for l in meta.splitlines() if l.startswith('Requires-Dist:')]
     assert [r for r in requires if 'extra ==' not in r] == ['torch>=2.1']
     widgets = {r.split(';')[0].split('>')[0] for r in requires if 'extra == "widgets"' in r}
@@ -85,15 +87,110 @@ def test_sdist_carries_what_the_build_needs_and_no_course_files(dists):
     assert not [n for n in names if n.startswith(('nbs/', 'tests/', 'tools/')) or n.endswith('.ipynb')]
 
 
-def test_a_pip_user_with_torch_alone_can_use_every_lesson(dists, tmp_path):
+def wheel_metadata(wheel)->str:
+    zf = zipfile.ZipFile(wheel)
+    return zf.read(next(n for n in zf.namelist() if n.endswith('.dist-info/METADATA'))).decode()
+
+
+LEFTOVERS = re.compile(r'(__pycache__|\.pyc$|\.pyo$|\.egg-info|^build/|\.ipynb_checkpoints|\.orig$|\.rej$|\.swp$|~$|'
+                       r'\.DS_Store|\.bak$|\.tmp$|/_proc/|\.coverage|\.hypothesis|\.so$)')
+
+
+def test_wheel_carries_no_build_leftovers_and_exactly_the_repositorys_modules(dists):
     _, wheel = dists
-    venv = tmp_path/'venv'
+    zf = zipfile.ZipFile(wheel)
+    names = zf.namelist()
+    assert not [n for n in names if LEFTOVERS.search(n)], f"build leftovers in the wheel: {[n for n in names if LEFTOVERS.search(n)]}"
+    modules = sorted(n for n in names if n.startswith('mini_nn/'))
+    assert modules == sorted(f'mini_nn/{p.name}' for p in (ROOT/'mini_nn').glob('*.py')), "the wheel's modules are not the repository's"
+    for n in modules:  # no stale copy from an old build/ directory: every file as it is in the repository
+        assert zf.read(n) == (ROOT/n).read_bytes(), f"{n} in the wheel differs from the repository's"
+    record = zf.read(next(n for n in names if n.endswith('.dist-info/RECORD'))).decode()
+    assert sorted(l.split(',')[0] for l in record.splitlines() if l) == sorted(names)
+
+
+def third_party_imports(path)->set:
+    "Top-level names of the modules `path` imports anywhere (inside try blocks too), without the stdlib and mini_nn."
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import): names |= {a.name.split('.')[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0: names.add(node.module.split('.')[0])
+    return {n for n in names if n not in sys.stdlib_module_names and n != 'mini_nn'}
+
+
+def distribution_of(module:str)->str:
+    "The distribution that installs `module` in the environment running the tests, normalised as pip does."
+    from importlib.metadata import packages_distributions
+    dists = packages_distributions().get(module)
+    assert dists, f"no installed distribution provides {module}"
+    return re.sub(r'[-_.]+', '-', dists[0]).lower()
+
+
+def requirement_names(meta:str, extra:str=None)->set:
+    "The distributions the wheel's METADATA requires, for `extra` (or with no extra), normalised."
+    names = set()
+    for l in meta.splitlines():
+        if not l.startswith('Requires-Dist:'): continue
+        req = l.split(':', 1)[1].strip()
+        if (f'extra == "{extra}"' in req) if extra else ('extra ==' not in req):
+            names.add(re.sub(r'[-_.]+', '-', re.match(r'[A-Za-z0-9_.-]+', req).group(0)).lower())
+    return names
+
+
+@pytest.mark.parametrize('extra,module', [('widgets', 'widgets'), ('fast', 'fast_matmul')])
+def test_each_extra_installs_what_its_module_imports(dists, extra, module):
+    "Every third-party module that mini_nn/<module>.py imports comes with the base requirements or the extra."
+    _, wheel = dists
+    meta = wheel_metadata(wheel)
+    assert f'Provides-Extra: {extra}' in meta
+    needed = {distribution_of(m) for m in third_party_imports(ROOT/'mini_nn'/f'{module}.py')}
+    assert needed, f"found no imports in mini_nn/{module}.py"
+    missing = needed - requirement_names(meta) - requirement_names(meta, extra)
+    assert not missing, f"mini_nn/{module}.py imports {sorted(missing)}, which neither torch nor the {extra!r} extra installs"
+
+
+def test_the_import_parser_sees_imports_in_try_blocks(tmp_path):
+    "The check above can fail: a module imported only inside try/except is still found, the stdlib is left out."
+    src = tmp_path/'m.py'
+    src.write_text("import os, torch\ntry:\n    from numpy.linalg import norm\nexcept ImportError: pass\nfrom . import x\n")
+    assert third_party_imports(src) == {'torch', 'numpy'}
+
+
+@pytest.fixture(scope='module')
+def torch_only_venv(dists, tmp_path_factory):
+    "A fresh venv holding the wheel and torch (the version of the test environment), nothing else."
+    _, wheel = dists
+    venv = tmp_path_factory.mktemp('venv')/'venv'
     run(sys.executable, '-m', 'venv', venv)
     py = venv/'bin'/'python'
     torch_version = run(sys.executable, '-c', 'import torch; print(torch.__version__.split("+")[0])').stdout.strip()
     run(py, '-m', 'pip', 'install', '--quiet', f'torch=={torch_version}', wheel)
+    return py
+
+
+def test_a_pip_user_with_torch_alone_can_use_every_lesson(torch_only_venv, tmp_path):
+    py = torch_only_venv
     installed = run(py, '-m', 'pip', 'list', '--format=freeze').stdout.lower()
-    for absent in ('ipywidgets', 'matplotlib', 'nbdev', 'fastcore', 'jupyterlab', 'ipython'):
+    for absent in ('ipywidgets', 'matplotlib', 'nbdev', 'fastcore', 'jupyterlab', 'ipython', 'numba'):
         assert f'\n{absent}==' not in '\n' + installed, f"{absent} was installed with the plain wheel"
     out = run(py, '-c', USER_SCRIPT, cwd=tmp_path).stdout
     assert f'version {settings_version()} ui []' in out
+
+
+def extra_hint(module:str)->str:
+    "The `pip install ...` line that mini_nn/<module>.py's ImportError gives, read from the source."
+    m = re.search(r"""pip install ['"]mini_nn\[\w+\]['"]""", (ROOT/'mini_nn'/f'{module}.py').read_text())
+    assert m, f"mini_nn/{module}.py names no extra to install"
+    return m.group(0)
+
+
+def test_without_the_extras_the_optional_modules_say_which_extra_to_install(torch_only_venv, tmp_path):
+    code = ("import sys\ntry: import mini_nn.widgets\nexcept ImportError as e: print('widgets:', type(e).__name__, e)\n"
+            "import torch\nfrom mini_nn.matmul import matmul_tiled\n"
+            "try: matmul_tiled(torch.ones(2, 2), torch.ones(2, 2))\n"
+            "except ImportError as e: print('fast:', type(e).__name__, e)\n")
+    out = run(torch_only_venv, '-c', code, cwd=tmp_path).stdout
+    widgets = extra_hint('widgets')
+    assert 'mini_nn[widgets]' in widgets
+    assert f'widgets: ImportError mini_nn.widgets needs ipywidgets and matplotlib: {widgets}' in out, out
+    assert "fast: ImportError matmul_tiled needs numba: pip install 'mini_nn[fast]'" in out, out

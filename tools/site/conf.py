@@ -46,6 +46,7 @@ html_theme = 'furo'  # no web fonts: furo uses the system font stack
 html_title = project
 html_static_path = [str(ROOT/'_proc'/'_site_static'), str(Path(__file__).parent/'static')]
 html_css_files = ['site.css']
+html_js_files = [('keep_scripts_whole.js', {'priority': 100})]  # before sphinx_highlight.js (priority 200)
 html_show_sourcelink = False
 html_copy_source = False
 html_last_updated_fmt = None
