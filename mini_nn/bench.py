@@ -304,7 +304,7 @@ def save_csv(path:Path, records:list):
         w = csv.DictWriter(f, fieldnames=list(records[0]))
         w.writeheader(); w.writerows(records)
 
-# %% ../nbs/08_bench.ipynb #7f0b7b39
+# %% ../nbs/08_bench.ipynb #9384607e
 def main(argv:list=None):
     "Run the benchmark from the command line: `python -m mini_nn.bench [--quick] [--out DIR] ...`."
     p = argparse.ArgumentParser(prog='python -m mini_nn.bench', description=main.__doc__.split(':')[0] + ': matmul ladder, '
@@ -353,10 +353,11 @@ def main(argv:list=None):
     met = targets(res['ladder'], res['backward'], res['imports'])
     res['targets'] = [dict(target=t, measured=v, met=m) for t, v, m in met]
     if met: print('\ntargets\n' + '\n'.join(f"  {'met   ' if m else 'MISSED'}  {t}: {v}" for t, v, m in met))
-    save_csv(out/'ladder.csv', res['ladder'])
-    save_csv(out/'backward.csv', res['backward'])
+    tables = {'ladder.csv': res['ladder'], 'backward.csv': res['backward']}
+    for name, records in tables.items(): save_csv(out/name, records)
     (out/'bench.json').write_text(json.dumps(res, indent=1, default=str))
-    print(f"\nsaved {out/'ladder.csv'}, {out/'backward.csv'} and {out/'bench.json'}")
+    saved = [name for name, records in tables.items() if records] + ['bench.json']
+    print(f"\nsaved {', '.join(saved)} in {out}")
     return res
 
 # %% ../nbs/08_bench.ipynb #79ef61c8

@@ -228,6 +228,11 @@ def search_hits(page, server, sync_api)->int:
     return page.locator('#search-results li').count()
 
 
+def test_the_build_writes_nothing_outside_its_folders(site):
+    "Only _site/ and _proc/ (both ignored by git) receive build files: myst-nb's jupyter_execute/ must not reach the root."
+    assert not (ROOT/'jupyter_execute').exists() and not (ROOT/'.jupyter_cache').exists()
+
+
 def test_every_page_answers_200(visits):
     bad = {n: r['status'] for n, r in visits['pages'].items() if r['status'] != 200}
     assert not bad, bad

@@ -348,11 +348,16 @@ def check_api_documented(site:Site):
 # ---- 5. Sphinx, and a check of what the pages load ------------------------------------------------------
 
 def sphinx():
-    shutil.rmtree(SITE, ignore_errors=True)
+    # Sphinx renders into _proc/_site_html/, then that folder becomes _site/: myst-nb writes a jupyter_execute/
+    # folder beside its output folder, which must land in _proc/, not in the repository's root.
+    html = PROC/'_site_html'
+    shutil.rmtree(html, ignore_errors=True)
     cmd = [sys.executable, '-m', 'sphinx', '-b', 'html', '-q', '-W', '--keep-going', '-j', '2',
-           '-c', str(CONF), '-d', str(DOCTREES), str(SRC), str(SITE)]
+           '-c', str(CONF), '-d', str(DOCTREES), str(SRC), str(html)]
     res = subprocess.run(cmd, cwd=ROOT)
     if res.returncode: raise BuildError(f'sphinx-build failed (exit {res.returncode}); its messages are above')
+    shutil.rmtree(SITE, ignore_errors=True)
+    html.rename(SITE)
 
 
 EXTERNAL = re.compile(r'''<(?:script|link|img|iframe|source|embed)\b[^>]*?\s(?:src|href)=["'](?P<url>(?:https?:)?//[^"']+)''', re.I)
