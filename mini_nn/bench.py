@@ -304,7 +304,7 @@ def save_csv(path:Path, records:list):
         w = csv.DictWriter(f, fieldnames=list(records[0]))
         w.writeheader(); w.writerows(records)
 
-# %% ../nbs/08_bench.ipynb #9384607e
+# %% ../nbs/08_bench.ipynb #a64ada3b
 def main(argv:list=None):
     "Run the benchmark from the command line: `python -m mini_nn.bench [--quick] [--out DIR] ...`."
     p = argparse.ArgumentParser(prog='python -m mini_nn.bench', description=main.__doc__.split(':')[0] + ': matmul ladder, '

@@ -225,6 +225,9 @@ def search_hits(page, server, sync_api)->int:
     page.goto(server + 'search.html?q=kaiming', wait_until='load')
     try: page.wait_for_selector('#search-results li', timeout=15_000)
     except sync_api.TimeoutError: return 0
+    # each hit's summary is fetched from its page: let those requests finish before the next page is opened
+    page.wait_for_function("/Search finished/.test(document.querySelector('#search-results')?.textContent || '')")
+    page.wait_for_load_state('networkidle')
     return page.locator('#search-results li').count()
 
 

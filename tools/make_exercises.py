@@ -49,11 +49,12 @@ TODOS = {  # what the TODO in each exercise's body says; an exercise not listed 
                 "_check_loss_args('mse_grad', 'inp', inp, targ) checks the shapes first. Mind the batch of one.",
     'relu_grad': "set inp.g from out.g: the gradient passes where the input was positive, and is 0 elsewhere. "
                  "Keep out.g's dtype, and leave out.g itself unchanged.",
-    'lin_grad': "set inp.g, w.g and b.g from out.g, for out = inp @ w + b. Each gradient has the shape of its tensor.",
+    'lin_grad': "set w.g and b.g from out.g, for out = inp @ w + b, and inp.g too unless inp_grad is False. Each "
+                "gradient has the shape of its tensor.",
     'Relu.backward': "set self.inp.g from self.out.g, with the formula or with lesson 04's function. Start with "
                      "_check_called(self), so that a backward before any forward call fails clearly.",
-    'Lin.backward': "set self.inp.g, self.w.g and self.b.g from self.out.g, with the formulas or with lesson 04's "
-                    "function. Start with _check_called(self).",
+    'Lin.backward': "set self.w.g and self.b.g from self.out.g, and self.inp.g unless inp_grad is False, with the "
+                    "formulas or with lesson 04's function. Start with _check_called(self).",
     'Mse.backward': "set self.inp.g, the gradient of the loss with respect to the predictions, with the formula or "
                     "with lesson 04's function. Start with _check_called(self).",
 }
