@@ -1,4 +1,6 @@
 "Shared fixtures: the repository root and the tools of the environment running the tests."
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -21,3 +23,10 @@ def repo_files()->list:
     "The files git would commit: tracked or untracked-but-not-ignored, as they are on disk."
     out = run('git', 'ls-files', '--cached', '--others', '--exclude-standard', '-z').stdout
     return [p for p in out.split('\0') if p and (ROOT/p).is_file()]
+
+
+def stop_process_group(proc:subprocess.Popen, timeout:float=20):
+    "Stop a server started with `start_new_session=True`, and everything it started (kernels): SIGTERM, then SIGKILL."
+    os.killpg(proc.pid, signal.SIGTERM)
+    try: proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired: os.killpg(proc.pid, signal.SIGKILL); proc.wait()

@@ -1,7 +1,6 @@
 "The course command (`make lab`) serves JupyterLab on 127.0.0.1 only, and only to holders of its token."
 import os
 import re
-import signal
 import socket
 import subprocess
 import time
@@ -10,7 +9,7 @@ import urllib.request
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, stop_process_group
 
 
 def free_port()->int:
@@ -63,9 +62,7 @@ def lab():
             time.sleep(0.2)
         yield port, token
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try: proc.wait(timeout=20)
-        except subprocess.TimeoutExpired: os.killpg(proc.pid, signal.SIGKILL); proc.wait()
+        stop_process_group(proc)
 
 
 def test_lab_requires_its_token_and_listens_on_loopback_only(lab):
