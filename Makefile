@@ -24,14 +24,16 @@ lab: $(ENV_STAMP)
 	$(BIN)/jupyter lab --ip=127.0.0.1 --port=$(PORT) --ServerApp.root_dir=nbs \
 		--LabApp.default_url=/lab/tree/index.ipynb $(LAB_ROOT_FLAG) $(LAB_FLAGS)
 
-## Run every lesson notebook (nbdev_test) and the tests in tests/ (pytest).
+## Run the tests in tests/ (pytest), among them every lesson notebook executed once as nbdev_test runs it and
+## compared with its committed outputs (tests/test_notebook_hygiene.py). TEST_WORKERS pytest-xdist workers share
+## the work (tests that share a fixture stay on one: --dist loadgroup); the 25 slowest steps are listed at the end.
+TEST_WORKERS ?= 2
 test: $(ENV_STAMP)
-	$(BIN)/nbdev_test --n_workers 2
 	@# tests/test_browser.py drives Debian's chromium; install it if missing and we can (root with apt-get), else it skips
 	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } || \
 		echo "chromium is missing and cannot be installed here (needs root and apt-get): the browser test will skip"
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest tests -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder --durations=25
 
 ## After editing notebooks: regenerate the library and the exercise notebooks, refresh every lesson's
 ## outputs, clean the notebooks and rebuild README.md. Commit notebooks and library together.

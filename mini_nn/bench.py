@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch.utils import benchmark
-from .matmul import matmul_loops, matmul_elementwise, matmul_broadcast, matmul_einsum, matmul_tiled
+from .matmul import matmul_loops, matmul_elementwise, matmul_broadcast, matmul_einsum
 from .init import init_params
 
 # %% ../nbs/08_bench.ipynb #01bed94f
@@ -73,7 +73,7 @@ def matmul_rungs()->dict:
     else:
         rungs.update({'numba i-j-k': fm.matmul_jit, 'numba i-k-j': fm.matmul_jit_ikj, '+ fastmath': fm.matmul_jit_fastmath,
                       '+ threads': fm.matmul_jit_threads, '+ blocking': fm.matmul_jit_blocked,
-                      '+ register tile': matmul_tiled})
+                      '+ register tile': fm.matmul_tiled})
     rungs['torch @'] = torch.matmul
     return rungs
 

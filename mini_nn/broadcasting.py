@@ -8,23 +8,13 @@ __all__ = ['storage_values', 'storage_index', 'broadcast_shapes']
 # %% ../nbs/02_broadcasting.ipynb #124e1a3b
 import torch
 from torch import Tensor
-
-# %% ../nbs/02_broadcasting.ipynb #d07f1d74
-def _check_dense(t,         # the value to check
-                 name:str,  # its name, for the error message
-                )->Tensor:
-    "Return `t` if it is a dense (strided) tensor of any dtype, else raise `TypeError` saying what it is."
-    if not isinstance(t, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-    if t.layout != torch.strided:
-        raise TypeError(f"{name} must be a dense (strided) tensor, got layout {t.layout}")
-    return t
+from .guards import expects, Shape
 
 # %% ../nbs/02_broadcasting.ipynb #8a9a1400
+@expects(t=Tensor)
 def storage_values(t:Tensor,  # a dense tensor of any dtype, on any device
                   )->Tensor:   # 1-D, `t`'s dtype and device
     "A copy of every value in `t`'s storage, in storage order, read through `untyped_storage()`."
-    _check_dense(t, 't')
     flat = torch.empty(0, dtype=t.dtype, device=t.device)
     # read the raw bytes as t's dtype: offset 0, stride 1, the whole storage. Values are as stored, so a
     # lazily conjugated or negated view (t.is_conj(), t.is_neg()) shows its storage without that flag applied.
@@ -32,10 +22,10 @@ def storage_values(t:Tensor,  # a dense tensor of any dtype, on any device
     return flat.clone()  # a copy: writing into the result cannot change t
 
 # %% ../nbs/02_broadcasting.ipynb #9dca66b9
+@expects(t=Tensor)
 def storage_index(t:Tensor,  # a dense tensor of any dtype (only its layout is read)
                  )->Tensor:   # int64, `t`'s shape
-    "Which storage cell each element of `t` lives in: `storage_offset + Σ_d index_d * stride_d`."
-    _check_dense(t, 't')
+    "Which storage cell each element of `t` lives in, as a tensor of `t`'s shape."
     idx = torch.tensor(t.storage_offset(), device=t.device)  # 0-d; already the answer for a 0-d tensor
     for d, (size, stride) in enumerate(zip(t.shape, t.stride())):
         along_d = [1] * t.ndim
@@ -43,24 +33,12 @@ def storage_index(t:Tensor,  # a dense tensor of any dtype (only its layout is r
         idx = idx + torch.arange(size, device=t.device).reshape(along_d) * stride
     return idx
 
-# %% ../nbs/02_broadcasting.ipynb #47ac91cf
-def _as_shape(shape)->tuple:  # a tuple, list or torch.Size of ints >= 0, or one int n meaning (n,)
-    "`shape` as a tuple of sizes, or `TypeError`/`ValueError` saying why it is not a shape."
-    sizes = (shape,) if isinstance(shape, int) else shape  # an int n is the shape (n,), as in torch
-    if not isinstance(sizes, (tuple, list, torch.Size)):
-        raise TypeError(f"a shape must be a tuple, list, torch.Size or int, got {type(shape).__name__} {shape!r}")
-    for n in sizes:
-        if isinstance(n, bool) or not isinstance(n, int):  # True is an int to Python, but not a size
-            raise TypeError(f"a shape's sizes must be ints, got {type(n).__name__} {n!r} in {shape!r}")
-        if n < 0:
-            raise ValueError(f"a shape's sizes must be >= 0, got {n} in {shape!r}")
-    return tuple(sizes)
-
 # %% ../nbs/02_broadcasting.ipynb #5177450c
+@expects(shapes=Shape())
 def broadcast_shapes(*shapes,  # tuples, lists, torch.Size or ints (an int n is the shape (n,))
                     )->torch.Size:
-    "The shape `shapes` broadcast to, worked out from the rules; `ValueError` naming the clash if they do not."
-    shapes = [_as_shape(s) for s in shapes]
+    "The shape `shapes` broadcast to, by the three rules; `ValueError` naming the clash if they do not broadcast."
+    shapes = [(s,) if isinstance(s, int) else tuple(s) for s in shapes]  # an int n is the shape (n,), as in torch
     ndim = max((len(s) for s in shapes), default=0)
     padded = [(1,) * (ndim - len(s)) + s for s in shapes]  # rules 1 and 2: align on the right, pad with 1s
     result = []

@@ -10,47 +10,23 @@ import math
 from typing import NamedTuple
 import torch
 from torch import Tensor
-from .matmul import check_tensor, check_same_kind
+from .guards import expects, Int
 
 # %% ../nbs/03_init.ipynb #0abaaff9
+@expects(x='n n_in', w='n_in n_out', b='n_out')
 def lin(x:Tensor,  # inputs, one example per row: `(n, n_in)`
         w:Tensor,  # weights: `(n_in, n_out)`
         b:Tensor,  # bias: `(n_out,)`
        )->Tensor:  # outputs: `(n, n_out)`
-    "A linear layer, `x @ w + b`, after checking that the three shapes fit together."
-    check_tensor(x, 'x'), check_tensor(w, 'w'), check_tensor(b, 'b')
-    check_same_kind(x=x, w=w, b=b)
-    # one message for every shape problem, since the fix usually involves seeing all three shapes
-    if x.ndim != 2 or w.ndim != 2 or b.ndim != 1 or x.shape[1] != w.shape[0] or b.shape[0] != w.shape[1]:
-        raise ValueError(f"lin needs x of shape (n, n_in), w (n_in, n_out) and b (n_out,); "
-                         f"got x {tuple(x.shape)}, w {tuple(w.shape)}, b {tuple(b.shape)}")
+    "A linear layer: `x @ w + b`."
     return x @ w + b
 
-# %% ../nbs/03_init.ipynb #dfc4ab56
-def _check_int(n,            # the value to check
-               name:str,     # its name, for the error message
-               lo:int=1,     # smallest allowed value
-               hi:int=None,  # largest allowed value (no limit when None)
-              )->int:
-    "Return `n` if it is an int from `lo` to `hi`, else raise `TypeError` (not an int) or `ValueError` (out of range)."
-    want = f"an int from {lo} to {hi}" if hi is not None else 'a positive int' if lo == 1 else f"an int >= {lo}"
-    if isinstance(n, bool) or not isinstance(n, int):  # True is an int to Python, but not a size
-        raise TypeError(f"{name} must be {want}, got {n!r}")
-    if n < lo or (hi is not None and n > hi): raise ValueError(f"{name} must be {want}, got {n!r}")
-    return n
-
-def _check_generator(generator)->torch.Generator|None:  # None, or where to draw random numbers from
-    "Return `generator` if it is a `torch.Generator` or None, else raise `TypeError` saying what it is."
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__} {generator!r:.60}")
-    return generator
-
 # %% ../nbs/03_init.ipynb #13ad5383
+@expects(n_in=Int())
 def init_scale(init,      # 'plain', 'lecun', 'kaiming', or a positive number (the scale itself)
                n_in:int,  # the layer's number of inputs (rows of its weight matrix)
               )->float:
     "The factor for `randn` weights: 'plain' 1, 'lecun' `1/sqrt(n_in)`, 'kaiming' `sqrt(2/n_in)`, or `init` itself."
-    _check_int(n_in, 'n_in')
     schemes = {'plain': 1., 'lecun': 1 / math.sqrt(n_in), 'kaiming': math.sqrt(2 / n_in)}
     if isinstance(init, str) and init in schemes: return schemes[init]
     if isinstance(init, (int, float)) and not isinstance(init, bool) and math.isfinite(init) and init > 0:
@@ -58,32 +34,31 @@ def init_scale(init,      # 'plain', 'lecun', 'kaiming', or a positive number (t
     raise ValueError(f"init must be one of {', '.join(map(repr, schemes))} or a positive number, got {init!r}")
 
 # %% ../nbs/03_init.ipynb #0a688a69
+@expects(n_in=Int(), n_out=Int(), generator=(torch.Generator, None))
 def kaiming_init(n_in:int,   # the layer's inputs (rows of the weight matrix)
                  n_out:int,  # the layer's outputs (columns)
                  generator:torch.Generator=None,  # where to draw from (torch's global generator when None)
                 )->Tensor:   # float32 weights, `(n_in, n_out)`
-    "Kaiming (He) normal weights for a layer followed by ReLU: `randn(n_in, n_out) * sqrt(2/n_in)`."
-    scale = init_scale('kaiming', n_in)  # checks n_in
-    _check_int(n_out, 'n_out'), _check_generator(generator)
-    return torch.randn(n_in, n_out, generator=generator) * scale
+    "Kaiming (He) normal weights for a layer with `n_in` inputs and `n_out` outputs, followed by ReLU."
+    return torch.randn(n_in, n_out, generator=generator) * init_scale('kaiming', n_in)
 
 # %% ../nbs/03_init.ipynb #ec390414
+@expects(n_in=Int(), nh=Int(), n_out=Int(), generator=(torch.Generator, None))
 def init_params(n_in:int,   # inputs of the network
                 nh:int,     # hidden units
                 n_out:int,  # outputs
                 generator:torch.Generator=None,  # where to draw from (torch's global generator when None)
                )->tuple:    # `(w1, b1, w2, b2)`
     "Kaiming weights and zero biases for a two-layer network `n_in → nh → n_out`."
-    _check_int(n_in, 'n_in'), _check_int(nh, 'nh'), _check_int(n_out, 'n_out')
-    w1 = kaiming_init(n_in, nh, generator)   # drawn first, as in the seed,
-    w2 = kaiming_init(nh, n_out, generator)  # so a seeded run gives the seed's numbers
+    w1 = kaiming_init(n_in, nh, generator)   # drawn first, as in the original lesson,
+    w2 = kaiming_init(nh, n_out, generator)  # so a seeded run gives its numbers
     return w1, torch.zeros(nh), w2, torch.zeros(n_out)
 
 # %% ../nbs/03_init.ipynb #e89d9ea0
+@expects(x='...')
 def relu(x:Tensor,  # a floating-point tensor of any shape
         )->Tensor:  # a new tensor of the same shape
     "ReLU, `max(x, 0)` elementwise: negative values become 0, `nan` stays `nan`."
-    check_tensor(x, 'x')
     return x.clamp_min(0.)
 
 # %% ../nbs/03_init.ipynb #3a3f1e9e
@@ -94,6 +69,7 @@ class ActivationStats(NamedTuple):
     first_nonfinite: int|None  # the first layer whose activations contain inf or nan; None if none does
 
 # %% ../nbs/03_init.ipynb #6d510df9
+@expects(n_layers=Int(0, 1000), width=Int(), relu=bool, batch=Int(), seed=Int(0, 2**64 - 1))  # seed: what torch.Generator.manual_seed takes
 def activation_stats(n_layers:int=50,  # how many layers to apply, 0 to 1000
                      width:int=100,    # inputs and outputs of every layer (and columns of the input)
                      init='plain',     # the weights' scale: 'plain', 'lecun', 'kaiming' or a positive number
@@ -102,12 +78,9 @@ def activation_stats(n_layers:int=50,  # how many layers to apply, 0 to 1000
                      seed:int=0,       # seed of the experiment's own generator
                     )->ActivationStats:
     "Push `randn(batch, width)` through `n_layers` random `width×width` layers; return each layer's mean and std."
-    _check_int(n_layers, 'n_layers', 0, 1000), _check_int(width, 'width'), _check_int(batch, 'batch')
-    _check_int(seed, 'seed', 0, 2**64 - 1)  # the seeds torch.Generator.manual_seed takes
-    if not isinstance(relu, bool): raise TypeError(f"relu must be True or False, got {relu!r}")
     scale = init_scale(init, width)
     g = torch.Generator().manual_seed(seed)  # a local generator: the global random state is untouched
-    x = torch.randn(batch, width, generator=g)  # float32, like the seed, so it overflows where the seed does
+    x = torch.randn(batch, width, generator=g)  # float32, like the original lesson, so it overflows where it does there
     means, stds, first_nonfinite = [], [], None
     for i in range(n_layers + 1):
         if i > 0:

@@ -5,151 +5,103 @@
 # %% auto #0
 __all__ = ['Relu', 'Lin', 'Mse', 'Model', 'Model2']
 
-# %% ../nbs/05_module.ipynb #c7082013
+# %% ../nbs/05_module.ipynb #43dc6c7d
 import torch
 from torch import Tensor, nn
-from .matmul import check_tensor, check_same_kind
-from .backprop import lin, relu, mse, mse_grad, relu_grad, lin_grad
-from .backprop import _check_loss_args, _check_inp_grad, _lin, _mse, _mse_grad, _relu_grad, _lin_grad
+from .guards import expects, Int, after_forward
+from .backprop import lin, relu, mse
 
-# %% ../nbs/05_module.ipynb #235b3ed1
-def _check_called(layer):
-    "Raise `RuntimeError` unless `layer` has run forward, so it holds the `inp` and `out` its backward needs."
-    if not hasattr(layer, 'out'):
-        name = type(layer).__name__
-        raise RuntimeError(f"{name}.backward() needs a forward pass first: call the layer on its input, then backward()")
-
-# %% ../nbs/05_module.ipynb #c84e0742
+# %% ../nbs/05_module.ipynb #ad561616
 class Relu:
     "ReLU as a layer: calling it stores `inp` and `out`; `backward` sets `inp.g` from `out.g`."
     def __call__(self, inp:Tensor)->Tensor:
-        check_tensor(inp, 'inp')
-        with torch.no_grad(): return self.forward(inp)
-
-    def forward(self, inp:Tensor, # a floating-point tensor, already checked
-               )->Tensor:
-        "The step without the checks: store `inp` and `out = relu(inp)`, return `out`."
-        self.inp, self.out = inp, relu(inp)
+        self.inp = inp
+        self.out = relu(inp)
         return self.out
 
+    @after_forward
     def backward(self):
-        "Set `self.inp.g`: `self.out.g` where the input was positive, else 0."
-        _check_called(self)
-        with torch.no_grad(): _relu_grad(self.inp, self.out)
+        "Set `self.inp.g` from `self.out.g`."
+        self.inp.g = (self.inp > 0) * self.out.g
 
-# %% ../nbs/05_module.ipynb #e8ca7492
+# %% ../nbs/05_module.ipynb #75d26738
 class Lin:
     "A linear layer `inp @ w + b`: calling it stores `inp` and `out`; `backward` sets `inp.g`, `w.g` and `b.g`."
+    @expects(w='n_in n_out', b='n_out')
     def __init__(self, w:Tensor, # weights, (n_in, n_out)
                  b:Tensor,       # bias, (n_out,)
                 ):
-        check_tensor(w, 'w', 2), check_tensor(b, 'b', 1)
-        check_same_kind(w=w, b=b)
-        if b.shape[0] != w.shape[1]:
-            raise ValueError(f"Lin needs w (n_in, n_out) and b (n_out,); got w {tuple(w.shape)} and b {tuple(b.shape)}")
         self.w, self.b = w, b
 
     def __call__(self, inp:Tensor)->Tensor:
-        check_tensor(inp, 'inp', 2)
-        check_same_kind(inp=inp, w=self.w)
-        if inp.shape[1] != self.w.shape[0]:
-            raise ValueError(f"Lin with w {tuple(self.w.shape)} needs inp of shape (n, {self.w.shape[0]}), got {tuple(inp.shape)}")
-        with torch.no_grad(): return self.forward(inp)
-
-    def forward(self, inp:Tensor, # (n, n_in), already checked against w
-               )->Tensor:
-        "The step without the checks: store `inp` and `out = inp @ w + b`, return `out`."
-        self.inp, self.out = inp, _lin(inp, self.w, self.b)
+        self.inp = inp
+        self.out = lin(inp, self.w, self.b)
         return self.out
 
-    def backward(self, inp_grad:bool=True, # set `self.inp.g` too; False skips it (a model's first layer: its input is the data)
-                ):
-        "Set `self.inp.g` (unless `inp_grad` is False), `self.w.g` and `self.b.g` from `self.out.g`."
-        _check_called(self)
-        _check_inp_grad(inp_grad)
-        with torch.no_grad(): _lin_grad(self.inp, self.out, self.w, self.b, inp_grad)
+    @after_forward
+    def backward(self):
+        "Set `self.inp.g`, `self.w.g` and `self.b.g` from `self.out.g`."
+        self.inp.g = self.out.g @ self.w.t()
+        self.w.g = self.inp.t() @ self.out.g
+        self.b.g = self.out.g.sum(0)
 
-# %% ../nbs/05_module.ipynb #140cd221
+# %% ../nbs/05_module.ipynb #cd02f8e3
 class Mse:
     "Mean squared error as a layer: calling it with `(inp, targ)` returns the loss; `backward` sets `inp.g`."
     def __call__(self, inp:Tensor,  # predictions, (n, 1)
                  targ:Tensor,       # targets, (n,)
                 )->Tensor:
-        _check_loss_args('mse', 'output', inp, targ)
-        with torch.no_grad(): return self.forward(inp, targ)
-
-    def forward(self, inp:Tensor,  # predictions, (n, 1), already checked
-                targ:Tensor,       # targets, (n,)
-               )->Tensor:
-        "The step without the checks: store `inp`, `targ` and the loss `out`, return `out`."
-        self.inp, self.targ, self.out = inp, targ, _mse(inp, targ)
+        self.inp = inp
+        self.targ = targ
+        self.out = mse(inp, targ)
         return self.out
 
+    @after_forward
     def backward(self):
         "Set `self.inp.g`, the gradient of the loss with respect to the predictions."
-        _check_called(self)
-        with torch.no_grad(): _mse_grad(self.inp, self.targ)
+        x = (self.inp.squeeze(-1) - self.targ).unsqueeze(-1)
+        self.inp.g = 2.0 * x / self.targ.shape[0]
 
-# %% ../nbs/05_module.ipynb #858cbbc5
+# %% ../nbs/05_module.ipynb #7f9c0a68
 class Model:
     "`Lin → Relu → Lin` with an `Mse` loss: calling it with `(x, targ)` returns the loss; `backward` sets every `.g`."
+    @expects(w1='n_in nh', b1='nh', w2='nh 1', b2='1')
     def __init__(self, w1:Tensor, # first layer's weights, (n_in, nh)
                  b1:Tensor,       # first layer's bias, (nh,)
                  w2:Tensor,       # second layer's weights, (nh, 1)
                  b2:Tensor,       # second layer's bias, (1,)
                 ):
         self.layers = [Lin(w1, b1), Relu(), Lin(w2, b2)]
-        check_same_kind(w1=w1, w2=w2)
-        if w2.shape != (w1.shape[1], 1):
-            raise ValueError(f"Model needs w1 (n_in, nh) and w2 (nh, 1); got w1 {tuple(w1.shape)} and w2 {tuple(w2.shape)}")
         self.loss = Mse()
 
+    @expects(x='n n_in', targ='n', nonempty='n')
     def __call__(self, x:Tensor,  # input batch, (n, n_in)
                  targ:Tensor,     # targets, (n,)
                 )->Tensor:        # the loss, a 0-d tensor
-        w1 = self.layers[0].w
-        check_tensor(x, 'x', 2), check_tensor(targ, 'targ', 1)
-        check_same_kind(x=x, targ=targ, w1=w1)
-        if x.shape[1] != w1.shape[0] or targ.shape[0] != x.shape[0]:
-            raise ValueError(f"Model with w1 {tuple(w1.shape)} needs x (n, {w1.shape[0]}) and targ (n,); "
-                             f"got x {tuple(x.shape)} and targ {tuple(targ.shape)}")
-        if x.shape[0] == 0:  # the loss is a mean over the samples: with none it would be nan
-            raise ValueError(f"Model needs at least one sample; got x {tuple(x.shape)} and targ {tuple(targ.shape)}")
-        with torch.no_grad():  # checked once, here: each layer's input is the output of the one before
-            for layer in self.layers: x = layer.forward(x)
-            return self.loss.forward(x, targ)
+        for l in self.layers:
+            x = l(x)
+        return self.loss(x, targ)
 
-    def backward(self, inp_grad:bool=True, # set `x.g` too; False skips it (the data's gradient, which training never uses)
-                ):
-        "Backpropagate from the loss: set `.g` on the weights, the biases and (unless `inp_grad` is False) the input of the last call."
-        if not hasattr(self.loss, 'out'):
-            raise RuntimeError("Model.backward() needs a forward pass first: call the model, model(x, targ), then backward()")
-        _check_inp_grad(inp_grad)
+    def backward(self):
+        "Backpropagate from the loss: set `.g` on the input, the weights and the biases of the last call."
         self.loss.backward()
-        for layer in reversed(self.layers[1:]): layer.backward()
-        self.layers[0].backward(inp_grad=inp_grad)  # the first layer's input is x
+        for l in reversed(self.layers):
+            l.backward()
 
-# %% ../nbs/05_module.ipynb #d6b37080
+# %% ../nbs/05_module.ipynb #45f0e978
 class Model2(nn.Module):
     "`nn.Linear → nn.ReLU → nn.Linear` as an `nn.Module`; calling it with `(x, targ)` returns the mean squared error."
+    @expects(n_in=Int(), nh=Int(), n_out=Int(1, 1))
     def __init__(self, n_in:int, # number of input features
                  nh:int,         # number of hidden units
                  n_out:int,      # number of outputs; must be 1, one prediction per target
                 ):
         super().__init__()
-        for name, n in (('n_in', n_in), ('nh', nh), ('n_out', n_out)):
-            if not isinstance(n, int) or isinstance(n, bool): raise TypeError(f"{name} must be an int, got {type(n).__name__}")
-            if n < 1: raise ValueError(f"{name} must be at least 1, got {n}")
-        if n_out != 1:
-            raise ValueError(f"the mse loss compares one prediction per sample with one target, so n_out must be 1, got {n_out}")
         self.layers = nn.Sequential(nn.Linear(n_in, nh), nn.ReLU(), nn.Linear(nh, n_out))
+        self.loss = mse
 
+    @expects(x='n n_in', targ='n', nonempty='n')
     def forward(self, x:Tensor,  # input batch, (n, n_in)
                 targ:Tensor,     # targets, (n,)
                )->Tensor:        # the loss, a 0-d tensor
-        first = self.layers[0]
-        check_tensor(x, 'x', 2)
-        check_same_kind(x=x, weight=first.weight)
-        if x.shape[1] != first.in_features:
-            raise ValueError(f"Model2 needs x of shape (n, {first.in_features}), got {tuple(x.shape)}")
-        return mse(self.layers(x), targ)  # mse squeezes with squeeze(-1), so a batch of one keeps its batch axis
+        return self.loss(self.layers(x), targ)

@@ -304,7 +304,7 @@ def stride_explorer(shape:tuple=(3, 4),   # the starting shape of `t` (each side
 # %% ../nbs/07_widgets.ipynb #74fc4e33
 def expand_html(case:str='row',  # 'row': c as it is, added to every row of m; 'column': c.unsqueeze(1), added to every column
                )->str:
-    "HTML showing the seed's `c` expanded over the 3×3 `m` (row or column case), its strides, and `m + c`."
+    "HTML showing lesson 02's `c` expanded over the 3×3 `m` (row or column case), its strides, and `m + c`."
     if case not in ('row', 'column'): raise ValueError(f"case must be 'row' or 'column', got {case!r}")
     c, m = torch.tensor([10., 20, 30]), torch.tensor([[1., 2, 3], [4, 5, 6], [7, 8, 9]])
     src, name = (c, 'c') if case == 'row' else (c.unsqueeze(1), 'c.unsqueeze(1)')

@@ -1,14 +1,25 @@
-"Shared fixtures: the repository root and the tools of the environment running the tests."
+"""Shared fixtures: the repository root, the tools of the environment running the tests, and the lessons executed once.
+
+`make test` runs pytest on two workers (pytest-xdist, `--dist loadgroup`): tests sharing an expensive fixture (a
+site build, a wheel and its venv, a server, one executed notebook) carry one `xdist_group`, so each runs once, and
+the collection is ordered by rough cost, heaviest first, so that both workers finish at about the same time.
+"""
+import fnmatch
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import threading
+from concurrent.futures import Future
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent  # the environment's console scripts (nbdev_export, ...)
+NBS = ROOT/'nbs'
 
 
 def run(*cmd, cwd=ROOT, check=True, **kw)->subprocess.CompletedProcess:
@@ -30,3 +41,84 @@ def stop_process_group(proc:subprocess.Popen, timeout:float=20):
     os.killpg(proc.pid, signal.SIGTERM)
     try: proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired: os.killpg(proc.pid, signal.SIGKILL); proc.wait()
+
+
+# ---- the lesson notebooks, executed once per test session ----------------------------------------------------
+
+def lesson_notebooks()->list:
+    "The notebooks `nbdev_test` runs: nbs/*.ipynb as nbdev globs them (settings.ini), without folders holding `.notest`."
+    from fastcore.xtras import working_directory
+    from nbdev.doclinks import nbglob
+    from nbdev.test import _keep_file
+    with working_directory(ROOT): files = nbglob(as_path=True)
+    return [Path(f) for f in sorted(files) if _keep_file(Path(f), '.notest')]
+
+
+class LessonRuns:
+    """Each lesson executed at most once, as `nbdev_test` runs it, by tools/execute_nbs.py in a fresh kernel whose
+    working directory is a copy of nbs/. `runs(path)` is `(executed notebook as a dict, None)` or `(None, error)`.
+    Without xdist the first request starts every lesson the session's tests ask for, two at a time, heaviest first;
+    with it, each worker runs the ones its tests ask for (the tests of one notebook share an xdist_group)."""
+    def __init__(self, tmp:Path, prefetch:list=(), workers:int=2):
+        self.tmp, self.work = tmp, tmp/'nbs'
+        shutil.copytree(NBS, self.work, ignore=shutil.ignore_patterns('.ipynb_checkpoints'))
+        self.futures, self.lock, self.slots = {}, threading.Lock(), threading.Semaphore(workers)
+        self.prefetch = sorted(prefetch, key=lambda p: -cost_of_group(f'notebook {p.name}'))
+
+    def _execute(self, path:Path, fut:Future):
+        with self.slots:
+            out = self.tmp/f'executed_{path.name}'
+            res = run(sys.executable, ROOT/'tools'/'execute_nbs.py', '--as-nbdev-test', '--cwd', self.work,
+                      '--out', out, self.work/path.name, check=False)
+            fut.set_result((json.loads(out.read_text()), None) if res.returncode == 0 else
+                           (None, (res.stdout + res.stderr)[-6000:]))
+
+    def __call__(self, path:Path)->tuple:
+        with self.lock:
+            for p in self.prefetch + [path]:
+                if p.name not in self.futures:
+                    fut = self.futures[p.name] = Future()
+                    threading.Thread(target=self._execute, args=(p, fut), daemon=True).start()
+            self.prefetch = []
+        return self.futures[path.name].result()
+
+
+@pytest.fixture(scope='session')
+def lesson_runs(request, tmp_path_factory)->LessonRuns:
+    wanted = [] if 'PYTEST_XDIST_WORKER' in os.environ else list({
+        item.callspec.params['path'].name: item.callspec.params['path'] for item in request.session.items
+        if 'lesson_runs' in item.fixturenames and 'path' in getattr(getattr(item, 'callspec', None), 'params', {})}.values())
+    return LessonRuns(tmp_path_factory.mktemp('lessons'), wanted)
+
+
+# ---- scheduling: heaviest work first ----------------------------------------------------------------------
+
+# Rough seconds on a quiet 2-core machine (from `--durations`), for ordering only: a wrong figure costs balance,
+# never a check. A group's figure is the whole group's; other tests default to 0 and run last, spread over workers.
+GROUP_COST = {'site': 55, 'packaging': 30, 'browser': 25, 'notebook 03_init.ipynb': 30,
+              'notebook 04_forward_backward.ipynb': 22, 'notebook 01_matmul.ipynb': 12,
+              'notebook 06_fast_matmul.ipynb': 12, 'notebook 07_widgets.ipynb': 10, 'notebook 08_bench.ipynb': 8}
+ITEM_COST = {'tests/test_exercises.py::test_the_exercise_notebooks_run_*': 16,
+             'tests/test_fast_matmul.py::test_bench_quick_*': 11, 'tests/test_widgets.py::test_blowup_*': 8,
+             'tests/test_fast_matmul.py::test_compiled_kernels_are_loaded_*': 5,
+             'tests/test_notebook_hygiene.py::test_the_comparison_catches_*_in_executed_*': 6,
+             'tests/test_nbdev_sync.py::*': 4, 'tests/test_workflows.py::*': 2}
+DEFAULT_GROUP_COST = 5
+
+
+def cost_of_group(name:str)->float: return GROUP_COST.get(name, DEFAULT_GROUP_COST)
+
+
+def cost(item)->float:
+    group = item.get_closest_marker('xdist_group')
+    if group: return cost_of_group(group.args[0] if group.args else group.kwargs.get('name'))
+    return next((c for pat, c in ITEM_COST.items() if fnmatch.fnmatchcase(item.nodeid, pat)), 0)
+
+
+def pytest_collection_modifyitems(config, items):
+    "Heaviest first (stable: a module's or a group's tests keep their order and stay together)."
+    items.sort(key=lambda item: -cost(item))
+
+
+def pytest_configure(config):
+    config.addinivalue_line('markers', 'xdist_group(name): tests sharing an expensive fixture, run by one xdist worker')

@@ -22,9 +22,10 @@ CHROMIUM = Path('/usr/bin/chromium')
 FLAGS = ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
          '--disable-sync', '--no-first-run', '--disable-quic']
 
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason=(
+pytestmark = [pytest.mark.skipif(not CHROMIUM.exists(), reason=(
     "/usr/bin/chromium is absent: the browser test needs Debian's chromium (apt-get install chromium; "
-    "`make test` installs it when run as root)"))
+    "`make test` installs it when run as root)")),
+    pytest.mark.xdist_group('browser')]  # one worker starts JupyterLab and the browser once (see conftest)
 
 
 def free_port()->int:

@@ -10,15 +10,16 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from conftest import BIN, run
-from mini_nn.matmul import matmul_loops, matmul_elementwise, matmul_broadcast, matmul_einsum, matmul_tiled
+from mini_nn.matmul import matmul_loops, matmul_elementwise, matmul_broadcast, matmul_einsum
 
 fm = pytest.importorskip('mini_nn.fast_matmul', reason="numba is not installed (pip install 'mini_nn[fast]')")
+matmul_tiled = fm.matmul_tiled
 
 PYTHON_RUNGS = {'loops': matmul_loops, 'elementwise': matmul_elementwise, 'broadcast': matmul_broadcast,
                 'einsum': matmul_einsum}
 JIT_RUNGS = {'jit': fm.matmul_jit, 'jit_ikj': fm.matmul_jit_ikj, 'jit_fastmath': fm.matmul_jit_fastmath,
              'jit_threads': fm.matmul_jit_threads, 'jit_blocked': fm.matmul_jit_blocked,
-             'jit_tiled': fm.matmul_jit_tiled, 'matmul_tiled': matmul_tiled}
+             'matmul_tiled': matmul_tiled}
 ALL_RUNGS = {**PYTHON_RUNGS, **JIT_RUNGS}
 
 
@@ -118,6 +119,10 @@ def test_bad_inputs_are_refused_like_lesson_01(name):
     with pytest.raises(TypeError, match='must be a torch.Tensor'): f([[1.]], torch.ones(1, 1))
 
 
+def test_the_ladder_name_of_the_last_step_is_matmul_tiled():
+    assert fm.matmul_jit_tiled is fm.matmul_tiled
+
+
 def test_micro_kernel_adds_one_tile():
     g = torch.Generator().manual_seed(4)
     a, b, c = torch.randn(50, fm.MR, generator=g), torch.randn(50, fm.NR, generator=g), torch.randn(fm.MR, fm.NR, generator=g)
@@ -138,20 +143,27 @@ def test_pack_panels_pads_the_last_panel_with_zeros():
 NO_NUMBA = "import sys; sys.modules['numba'] = None\n"  # makes every `import numba` in this process fail
 
 
-def test_without_numba_matmul_tiled_names_the_extra():
+def test_without_numba_lesson_01_works_and_fast_matmul_names_the_extra():
     code = NO_NUMBA + ("import torch, mini_nn.matmul as mm\n"
                        "print(mm.matmul_loops(torch.ones(1, 2), torch.ones(2, 1)).item())\n"
-                       "try: mm.matmul_tiled(torch.ones(2, 3), torch.ones(3, 4))\n"
-                       "except ImportError as e: print(type(e).__name__, e, '| cause:', type(e.__cause__).__name__)")
+                       "try: from mini_nn.fast_matmul import matmul_tiled\n"
+                       "except ImportError as e: print(type(e).__name__, e, '| cause:', type(e.__cause__).__name__, '| name:', e.name)")
     out = run(BIN/'python', '-c', code).stdout
-    assert out.splitlines() == ['2.0', "ImportError matmul_tiled needs numba: pip install 'mini_nn[fast]' | cause: ModuleNotFoundError"]
+    assert out.splitlines() == ['2.0', "ImportError mini_nn.fast_matmul needs numba: pip install 'mini_nn[fast]' "
+                                       "| cause: ModuleNotFoundError | name: numba"]
 
 
-def test_without_numba_bad_shapes_still_raise_valueerror_first():
-    code = NO_NUMBA + ("import torch\nfrom mini_nn.matmul import matmul_tiled\n"
-                       "try: matmul_tiled(torch.ones(2, 3), torch.ones(2, 3))\n"
+def test_without_numba_lesson_01_still_refuses_bad_shapes():
+    code = NO_NUMBA + ("import torch\nfrom mini_nn.matmul import matmul_loops\n"
+                       "try: matmul_loops(torch.ones(2, 3), torch.ones(2, 3))\n"
                        "except ValueError as e: print('ValueError')")
     assert run(BIN/'python', '-c', code).stdout.strip() == 'ValueError'
+
+
+def test_importing_matmul_imports_no_other_lesson():
+    "Lesson 01's module stands alone: it no longer reaches into lesson 06 (nor does anything import numba for it)."
+    code = "import sys, mini_nn.matmul; print(sorted(m for m in sys.modules if m.startswith('mini_nn.')))"
+    assert run(BIN/'python', '-c', code).stdout.strip() == "['mini_nn.guards', 'mini_nn.matmul']"
 
 
 def test_without_numba_the_benchmark_leaves_out_the_compiled_rungs():
@@ -184,7 +196,7 @@ def test_compiled_kernels_are_loaded_from_the_cache_by_a_later_process(monkeypat
     "The first process may compile (or load); a second one must load every kernel of the tiled path from disk."
     monkeypatch.delenv('NUMBA_SLP_VECTORIZE', raising=False)
     code = ("import torch\nfrom mini_nn import fast_matmul as fm\n"
-            "a = torch.randn(100, 100)\ntorch.testing.assert_close(fm.matmul_jit_tiled(a, a), a @ a)\n"
+            "a = torch.randn(100, 100)\ntorch.testing.assert_close(fm.matmul_tiled(a, a), a @ a)\n"
             "print(*[bool(k.stats.cache_hits) for k in (fm.pack_panels, fm.tiled_kernel)])")
     run(BIN/'python', '-c', code)
     assert run(BIN/'python', '-c', code).stdout.split() == ['True', 'True']

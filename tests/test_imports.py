@@ -26,4 +26,4 @@ def test_input_checks_survive_python_O():
             "try: matmul_loops(torch.ones(2, 3), torch.ones(2, 3))\n"
             "except ValueError as e: print('ValueError:', e)")
     out = run(BIN/'python', '-O', '-c', code).stdout
-    assert 'ValueError: matmul needs a of shape (m, k) and b of shape (k, n); got a (2, 3) and b (2, 3)' in out
+    assert 'ValueError: matmul_loops needs a (m, k) and b (k, n); got a (2, 3) and b (2, 3)' in out

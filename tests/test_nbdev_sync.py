@@ -26,7 +26,7 @@ def test_a_changed_notebook_is_detected(tmp_path):
     "The check above can fail: editing an exported cell makes nbdev_export rewrite the module."
     snapshot_repo(tmp_path)
     nb = tmp_path/'nbs'/'01_matmul.ipynb'
-    nb.write_text(nb.read_text().replace('def zeros_product(', 'def zeros_product_renamed('))
+    nb.write_text(nb.read_text().replace('def matmul_einsum(', 'def matmul_einsum_renamed('))
     run(BIN/'nbdev_export', cwd=tmp_path)
     assert 'mini_nn/matmul.py' in run('git', 'status', '--porcelain', cwd=tmp_path).stdout
 

@@ -1,27 +1,43 @@
-"""Notebook hygiene: committed notebooks hold no errors, absolute paths or execution junk, and reproduce their outputs.
+"""Notebook hygiene: committed notebooks hold no errors, absolute paths or execution junk; every lesson runs, and
+reproduces its outputs.
 
-Every lesson notebook (nbs/*.ipynb) is executed once, top to bottom in a fresh kernel (cwd: a copy of nbs/, as
-tools/execute_nbs.py does with nbs/), two at a time, and each cell's outputs must equal the committed ones after
-`nbdev_clean`'s cleaning and the normalisation below (widget UUIDs, memory addresses). Not compared: cells with a
-`#| timing` directive (their output depends on the clock) and `#| slow` cells, which are not run, as in
-`nbdev_test`. Executing once and comparing with the committed outputs (which `make export` computed in another
-fresh kernel) shows that two runs agree, at half the cost of running twice: about 40 s on 2 cores.
+Every lesson notebook `nbdev_test` would test is executed ONCE per test session (conftest's `lesson_runs`), as
+`nbdev_test` runs it (the cells it skips, `#| slow` (settings.ini `tst_flags`) and `#| eval: false`, are not run;
+`IN_TEST=1`), top to bottom in a fresh kernel by tools/execute_nbs.py, the tool that computed the committed outputs,
+with a copy of nbs/ as working directory. That one execution serves both checks: the notebook runs without an error
+(what `nbdev_test` checks; `make test` does not run `nbdev_test` a second time), and each cell's outputs agree with
+the committed ones (which `make export` computed in another fresh kernel): two runs agree, so results are seeded
+and outputs current.
+
+"Agree" is read as a reader would: after `nbdev_clean`'s cleaning, widget UUIDs and memory addresses normalised,
+text is compared as words and numbers. Words and integers must be equal; whitespace between them may differ (a
+tensor's column padding). A float agrees when the two shown values could be roundings of numbers within the
+relative tolerance of their dtype: float32 (torch's default; tensors without a `dtype=` and values that are
+float32 numbers widened to Python floats) 1e-5, float16/bfloat16 1e-2, float64 1e-12; so the last shown digit may
+land either side of a rounding boundary, but a changed result, a missing output or a missing seed is caught
+(`test_the_comparison_catches_*` show it). Images and widget views are compared exactly. Not compared: cells with
+a `#| timing` directive (their output depends on the clock) and the cells nbdev_test skips.
 """
 import ast
 import json
 import re
 import shutil
 import sys
+import math
+import struct
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, run
+from conftest import ROOT, lesson_notebooks, run
+
+sys.path.insert(0, str(ROOT/'tools'))
+from execute_nbs import nbdev_test_plan  # noqa: E402
 
 NBS = ROOT/'nbs'
 COMMITTED = sorted(NBS.glob('*.ipynb')) + sorted((NBS/'exercises').glob('*.ipynb'))
-LESSONS = sorted(NBS.glob('*.ipynb'))
+LESSONS = lesson_notebooks()  # what nbdev_test runs: nbs/*.ipynb
 
 ABSOLUTE_PATH = re.compile(r'(?<![\w.~-])(/(?:work|root|home|tmp|Users|private|var/folders|opt|usr/local)/'
                            r'|[A-Za-z]:\\\\|site-packages)')
@@ -126,35 +142,121 @@ def test_timing_cells_are_marked(name):
     assert not unmarked, f"{name}: cells timing code without a `#| timing` line:\n" + '\n---\n'.join(unmarked)
 
 
-# ---- executing the lesson notebooks ------------------------------------------------------------------------
+# ---- comparing outputs: words exactly, numbers within their dtype's tolerance ----------------------------------
 
-EXECUTE = '''
-import sys, nbformat
-from nbclient import NotebookClient
-src, dest, cwd = sys.argv[1:]
-nb = nbformat.read(src, as_version=4)
-for cell in nb.cells:  # `#| slow` cells are skipped, as nbdev_test skips them
-    if cell.cell_type == 'code' and any(l.strip().replace(' ', '') == '#|slow' for l in cell.source.splitlines()[:5]):
-        cell.source = 'pass  # slow: not run'
-NotebookClient(nb, timeout=600, kernel_name='python3', store_widget_state=True, resources={'metadata': {'path': cwd}}).execute()
-nbformat.write(nb, dest)
-'''
+RTOL = {'float16': 1e-2, 'bfloat16': 1e-2, 'float32': 1e-5, 'float64': 1e-12}
+# a number: not glued to a word, another number or a version ('float32', '784x10', '2.13.0' stay words)
+NUMBER = re.compile(r'(?<![\w.])(?:[-+]?(?:inf|nan)(?!\w)|[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?(?!\w|\.\d))')
+CONTAINER = re.compile(r'\b(?:np\.|numpy\.)?(float16|float32|float64|tensor|array)\(')
+DTYPE = re.compile(r'dtype=(?:torch\.|np\.|numpy\.)?(float16|bfloat16|float32|float64|half|double|float)\b')
+DTYPE_ALIASES = {'half': 'float16', 'float': 'float32', 'double': 'float64'}
 
 
-def execute_all(paths:list, dest:Path, workers:int=2)->dict:
-    "Execute copies of `paths` in `dest` (a copy of nbs/, also their cwd), `workers` at a time; name -> executed notebook."
-    work = dest/'nbs'
-    shutil.copytree(NBS, work)
-    def one(p):
-        out = dest/f'executed_{p.name}'
-        res = run(sys.executable, '-c', EXECUTE, work/p.name, out, work, check=False)
-        return p.name, (load(out) if res.returncode == 0 else res.stderr[-3000:])
-    with ThreadPoolExecutor(workers) as pool: return dict(pool.map(one, paths))
+def closing_paren(text:str, i:int)->int:
+    "The index just past the parenthesis matching the one at `text[i]` (or the end of `text`)."
+    depth = 0
+    for j in range(i, len(text)):
+        depth += {'(': 1, ')': -1}.get(text[j], 0)
+        if depth == 0: return j + 1
+    return len(text)
 
 
-@pytest.fixture(scope='module')
-def executed(tmp_path_factory):
-    return execute_all(LESSONS, tmp_path_factory.mktemp('executed'))
+def dtype_spans(text:str)->list:
+    "`(start, end, dtype)` of each tensor/array repr and numpy scalar in `text`: torch's default is float32, numpy's float64."
+    spans = []
+    for m in CONTAINER.finditer(text):
+        end = closing_paren(text, m.end() - 1)
+        kind = m.group(1)
+        if kind in ('tensor', 'array'):
+            d = DTYPE.search(text, m.end(), end)
+            kind = DTYPE_ALIASES.get(d.group(1), d.group(1)) if d else 'float32' if kind == 'tensor' else 'float64'
+        spans.append((m.start(), end, kind))
+    return spans
+
+
+def is_float32(x:float)->bool:
+    try: return struct.unpack('f', struct.pack('f', x))[0] == x
+    except OverflowError: return False
+
+
+def significant_digits(s:str)->int: return len(re.sub(r'[eE].*', '', s).replace('.', '').lstrip('+-').lstrip('0'))
+
+
+def tokens(text:str)->list:
+    """`text` as words and numbers: `('w', words)` with whitespace collapsed, `('i', int)`, `('s', 'inf'|'-inf'|'nan')`,
+    `('f', value, half a unit of its last shown digit, dtype)`."""
+    spans, out, pos = dtype_spans(text), [], 0
+    def words(s):
+        s = ' '.join(s.split())
+        if s: out.append(('w', s))
+    for m in NUMBER.finditer(text):
+        words(text[pos:m.start()]); pos = m.end()
+        s = m.group(0)
+        if s.lstrip('+-') in ('inf', 'nan'): out.append(('s', s.lstrip('+'))); continue
+        mant, _, exp = s.lower().partition('e')
+        if '.' not in mant and not exp: out.append(('i', int(s))); continue
+        frac = mant.partition('.')[2]
+        x = float(s)
+        dtype = next((d for a, b, d in reversed(spans) if a <= m.start() < b), None)
+        # A tensor shows its values rounded (to 4 decimals; '2.' when all are whole numbers: exact). Elsewhere a number
+        # of 4 or more significant digits may be rounded too (f'{x:.4f}'); one of fewer digits is taken as exact: a
+        # rounding boundary that close to it is too unlikely to excuse a changed '3.5' -> '3.6' (or '0.82' -> '0.83').
+        rounded = (dtype is not None and not (mant.endswith('.') and not exp)) or (dtype is None and significant_digits(s) >= 4)
+        half = 0.5 * 10.0 ** (int(exp or 0) - len(frac)) if rounded else 0.0
+        if dtype is None:  # a Python float: a long one is float64 unless it is a float32 number widened
+            dtype = 'float64' if significant_digits(s) >= 10 and not is_float32(x) else 'float32'
+        out.append(('f', x, half, dtype))
+    words(text[pos:])
+    return out
+
+
+def show(tok)->str:
+    return repr(tok[1]) if tok[0] in 'wis' else f'{tok[1]!r} ({tok[3]})'
+
+
+def token_differences(want:str, got:str)->list:
+    "How text `got` differs from `want`: the first differing word or number and every number out of tolerance."
+    a, b = tokens(want), tokens(got)
+    probs = []
+    for i, (x, y) in enumerate(zip(a, b)):
+        if x[0] != y[0] or (x[0] != 'f' and x[1] != y[1]):
+            probs.append(f'{show(x)} became {show(y)}'); break
+        if x[0] == 'f':
+            tol = max(RTOL[x[3]], RTOL[y[3]]) * max(abs(x[1]), abs(y[1])) + x[2] + y[2]
+            if not abs(x[1] - y[1]) <= tol: probs.append(f'{show(x)} became {show(y)}, more than {tol:.3g} apart')
+    if not probs and len(a) != len(b):
+        extra = (a if len(a) > len(b) else b)[min(len(a), len(b))]
+        probs.append(f'{"committed" if len(a) > len(b) else "executed"} shows more, from {show(extra)}')
+    return probs
+
+
+def normalise(text:str)->str: return ADDRESS.sub('0x…', UUID.sub('<uuid>', text))
+
+
+def as_text(v)->str: return ''.join(v) if isinstance(v, list) else v if isinstance(v, str) else json.dumps(v, sort_keys=True)
+
+
+def output_differences(want:list, got:list)->list:
+    "How the outputs `got` of one cell differ from `want`: text compared as words and numbers, anything else exactly."
+    if len(want) != len(got):
+        kinds = lambda outs: [o.get('name', o['output_type']) for o in outs]
+        return [f'{len(want)} outputs committed {kinds(want)}, {len(got)} executed {kinds(got)}']
+    probs = []
+    for n, (x, y) in enumerate(zip(want, got)):
+        if x['output_type'] != y['output_type'] or x.get('name') != y.get('name'):
+            probs.append(f"output {n}: {x.get('name', x['output_type'])} became {y.get('name', y['output_type'])}"); continue
+        if x['output_type'] == 'stream': pairs = {'text': (x['text'], y['text'])}
+        elif x['output_type'] == 'error': pairs = {'error': (f"{x['ename']}: {x['evalue']}", f"{y['ename']}: {y['evalue']}")}
+        else:
+            if set(x['data']) != set(y['data']):
+                probs.append(f"output {n}: shown as {sorted(x['data'])}, executed as {sorted(y['data'])}"); continue
+            pairs = {mime: (x['data'][mime], y['data'][mime]) for mime in x['data']}
+        for mime, (u, v) in pairs.items():
+            u, v = normalise(as_text(u)), normalise(as_text(v))
+            if mime in ('text', 'error') or mime.startswith('text/'):
+                probs += [f'output {n} ({mime}): {p}' for p in token_differences(u, v)]
+            elif u != v: probs.append(f'output {n} ({mime}): differs')
+    return probs
 
 
 def clean(nb:dict)->dict:
@@ -164,54 +266,136 @@ def clean(nb:dict)->dict:
     return nb
 
 
-def normalise(text:str)->str: return ADDRESS.sub('0x…', UUID.sub('<uuid>', text))
+def differences(want:dict, got:dict, skipped=())->list:
+    "How the outputs of `got` differ from those of `want`, cell by cell; `#| timing` cells and cells `skipped` left out."
+    if len(want['cells']) != len(got['cells']): return [f"{len(want['cells'])} cells committed, {len(got['cells'])} executed"]
+    probs = []
+    for i, (c, e) in enumerate(zip(want['cells'], got['cells'])):
+        if c['cell_type'] != 'code' or i in skipped or 'timing' in directives(c): continue
+        diff = output_differences(c.get('outputs', []), e.get('outputs', []))
+        if diff:
+            src = ''.join(c['source'])
+            probs.append(f"cell {i} ({src[:70]!r}{'...' if len(src) > 70 else ''}):\n    " + '\n    '.join(diff[:5]))
+    return probs
 
 
-def comparable(nb:dict)->list:
-    "Per code cell: `None` when not compared (timing, slow), else its outputs as normalised text."
-    cells = []
-    for cell in nb['cells']:
-        if cell['cell_type'] != 'code': continue
-        if directives(cell) & {'timing', 'slow'} or cell['source'] in ('pass  # slow: not run', ['pass  # slow: not run']):
-            cells.append(None); continue
-        outs = []
-        for o in cell.get('outputs', []):
-            o = {k: v for k, v in o.items() if k not in ('execution_count', 'metadata', 'transient')}
-            outs.append(normalise(json.dumps(o, sort_keys=True, ensure_ascii=False)))
-        cells.append(outs)
-    return cells
+# ---- executing the lesson notebooks: once, for nbdev_test's check and for the reproduction -------------------
+
+NOTEBOOKS = [pytest.param(p, id=p.name, marks=pytest.mark.xdist_group(f'notebook {p.name}')) for p in LESSONS]
 
 
-def differences(want:dict, got:dict)->list:
-    "How the outputs of `got` differ from those of `want`, cell by cell (timing and slow cells left out)."
-    a, b = comparable(want), comparable(got)
-    if len(a) != len(b): return [f"{len(a)} code cells committed, {len(b)} executed"]
-    srcs = [''.join(c['source']) for c in want['cells'] if c['cell_type'] == 'code']
-    return [f"code cell {i} ({srcs[i][:60]!r}...):\n  committed: {str(x)[:300]}\n  executed:  {str(y)[:300]}"
-            for i, (x, y) in enumerate(zip(a, b)) if x is not None and y is not None and x != y]
+@pytest.mark.parametrize('path', NOTEBOOKS)
+def test_lesson_runs_as_nbdev_test_runs_it(path, lesson_runs):
+    "What `nbdev_test` checks: the notebook runs top to bottom without an error (its cells `#| slow` are not run)."
+    if not nbdev_test_plan(path)[0]: pytest.skip(f'nbdev_test does not run {path.name} (skip_exec)')
+    got, error = lesson_runs(path)
+    assert got is not None, f"{path.name} fails to run top to bottom in a fresh kernel:\n{error}"
 
 
-@pytest.mark.parametrize('path', LESSONS, ids=lambda p: p.name)
-def test_lesson_runs_in_a_fresh_kernel_and_reproduces_its_committed_outputs(path, executed):
-    got = executed[path.name]
-    assert isinstance(got, dict), f"{path.name} fails to run top to bottom in a fresh kernel:\n{got}"
-    errors = [o for c in got['cells'] for o in c.get('outputs', []) if o['output_type'] == 'error']
-    assert not errors, f"{path.name} shows errors when executed: {errors[:1]}"
+@pytest.mark.parametrize('path', NOTEBOOKS)
+def test_lesson_reproduces_its_committed_outputs(path, lesson_runs):
+    runs, skipped = nbdev_test_plan(path)
+    if not runs: pytest.skip(f'nbdev_test does not run {path.name} (skip_exec)')
+    got, error = lesson_runs(path)
+    if got is None: pytest.fail(f"{path.name} does not run (see test_lesson_runs_as_nbdev_test_runs_it), so it cannot reproduce")
     committed = load(path)
-    if not any(c.get('outputs') for c in committed['cells'] if c['cell_type'] == 'code' and not directives(c) & {'timing', 'slow'}) \
-            and any(c.get('outputs') for c in got['cells']):
+    compared = [c for i, c in enumerate(committed['cells']) if c['cell_type'] == 'code' and i not in skipped
+                and 'timing' not in directives(c)]
+    if not any(c.get('outputs') for c in compared) and any(o for i, c in enumerate(got['cells']) if i not in skipped
+                                                           for o in c.get('outputs', [])):
         pytest.fail(f"{path.name} is committed without outputs: run `make export` and commit the notebooks")
-    diff = differences(committed, clean(got))
-    assert not diff, f"{path.name}: outputs differ from the committed ones (missing seed? run `make export`):\n" + '\n'.join(diff)
+    diff = differences(committed, clean(got), skipped)
+    assert not diff, (f"{path.name}: outputs differ from the committed ones (a missing seed? printed rounding noise? "
+                      f"run `make export`):\n" + '\n'.join(diff))
+
+
+# ---- the comparison's self-test ---------------------------------------------------------------------------
+
+def synthetic(*cells)->dict:
+    return {'cells': [{'cell_type': 'code', 'source': s, 'metadata': {}, 'outputs': o} for s, o in cells],
+            'metadata': {}, 'nbformat': 4, 'nbformat_minor': 5}
+
+
+def stdout(text): return [{'output_type': 'stream', 'name': 'stdout', 'text': text}]
+def result(text): return [{'output_type': 'execute_result', 'data': {'text/plain': text}, 'metadata': {}}]
+
+
+def test_the_comparison_reads_numbers_by_their_dtype():
+    same = lambda a, b: token_differences(a, b) == []
+    # float32: torch's 4 shown decimals may round either way; a widened float32 may move by float32 rounding
+    assert same('tensor([ 0.1235, -0.0000,  2.5000])', 'tensor([0.1234, 0.0000, 2.5000])')
+    assert same('0.30000001192092896', '0.3000001311302185')
+    assert same('tensor([1.0000e-03, 2.5000e+02])', 'tensor([1.0001e-03, 2.5000e+02])')
+    assert same('tensor([[1., 2.],\n        [3., 4.]])', 'tensor([[1.0000, 2.0000],\n        [3.0000, 4.0000]])')
+    assert not same('tensor([0.1235, 2.5000])', 'tensor([0.1237, 2.5000])')  # two units of the last digit
+    assert not same('tensor([1., 2.])', 'tensor([1., 3.])')                  # whole numbers are exact
+    assert not same('0.30000001192092896', '0.30002', )
+    # float64: a tensor that says so, a long Python float that is no float32 number
+    assert same('tensor([0.1235], dtype=torch.float64)', 'tensor([0.1234], dtype=torch.float64)')
+    assert same('0.1', '0.1') and same('0.30000000000000004', '0.3000000000000001')
+    assert not same('0.30000000000000004', '0.3000000000004')
+    assert not same('(4.76837158203125e-07, 3.122502256758253e-17)', '(1.0728836059570312e-06, 0.0)')  # noise is caught
+    # integers, words, inf/nan exactly; whitespace between them is free
+    assert not same('12 of 50 layers', '13 of 50 layers') and not same('torch.float32', 'torch.float64')
+    assert not same('inf', 'nan') and not same('tensor([1, 2])', 'tensor([1, 2, 3])') and not same('True', 'False')
+    assert same('(3,  4)', '(3, 4)') and same('shape 784x10, version 2.13.0', 'shape 784x10,  version 2.13.0')
+    assert not same('784x10', '784x11') and not same('2.13.0', '2.13.1')
+    assert same('err < 1e-5: True', 'err < 1e-5: True') and not same('3.', '4.')
+    # outside a tensor: 4 or more significant digits may round either way, fewer are exact
+    assert same('mean 0.1235', 'mean 0.1234') and same('12.35 ms', '12.34 ms') and not same('12.35', '12.33')
+    assert not same('3.5', '3.6') and not same('0.82', '0.83') and not same('1e-05', '2e-05')
 
 
 def test_the_comparison_can_fail():
-    "A changed output, an extra output and a missing seed are caught; UUIDs, addresses and timing cells are not."
-    def nb(*cells): return {'cells': [{'cell_type': 'code', 'source': s, 'metadata': {}, 'outputs': o} for s, o in cells]}
-    out = lambda text: [{'output_type': 'stream', 'name': 'stdout', 'text': text}]
-    base = nb(('print(1)', out('1\n')), ('#| timing\nt()', out('3 ms\n')), ('w', out('<W at 0x7f00aa11bb22> ' + 'ab' * 16)))
-    same = nb(('print(1)', out('1\n')), ('#| timing\nt()', out('9 ms\n')), ('w', out('<W at 0x7f99cc00dd33> ' + 'cd' * 16)))
+    "A changed number or word, a missing or an extra output are caught; UUIDs, addresses and timing cells are not."
+    base = synthetic(('print(1)', stdout('1 and 0.5\n')), ('#| timing\nt()', stdout('3 ms\n')),
+                     ('w', stdout('<W at 0x7f00aa11bb22> ' + 'ab' * 16)), ('x.sum()', result('tensor(0.2500)')))
+    same = synthetic(('print(1)', stdout('1 and 0.5\n')), ('#| timing\nt()', stdout('9 ms\n')),
+                     ('w', stdout('<W at 0x7f99cc00dd33> ' + 'cd' * 16)), ('x.sum()', result('tensor(0.2501)')))
     assert differences(base, same) == []
-    changed = nb(('print(1)', out('2\n')), ('#| timing\nt()', out('3 ms\n')), ('w', out('<W at 0x7f00aa11bb22> ' + 'ab' * 16)))
-    assert len(differences(base, changed)) == 1
-    assert differences(base, nb(('print(1)', out('1\n')))) == ['3 code cells committed, 1 executed']
+    for cell, outputs in [(0, stdout('2 and 0.5\n')), (0, stdout('1 and 0.7\n')), (0, stdout('1 or 0.5\n')),
+                          (3, result('tensor(0.2600)')), (3, []), (3, result('tensor(0.2500)') * 2), (3, stdout('0.25'))]:
+        changed = json.loads(json.dumps(base))
+        changed['cells'][cell]['outputs'] = outputs
+        assert len(differences(base, changed)) == 1, (cell, outputs)
+        assert len(differences(changed, base)) == 1, (cell, outputs)
+    assert differences(base, synthetic(('print(1)', stdout('1\n')))) == ['4 cells committed, 1 executed']
+    assert differences(base, same, skipped={0}) == [] and differences(base, changed, skipped={3}) == []
+
+
+SELF_TEST = [  # a tiny lesson: an unseeded draw, a seeded one, float32 arithmetic, an integer, a print, a timing
+    'import torch, time',
+    'torch.randn(3)',
+    'torch.manual_seed(0)\ntorch.randn(3)',
+    'x = torch.linspace(0, 1, 7)\nx.sum().item(), x.mean(), (x * 3).tolist()[:2]',
+    '2 + 2',
+    "print('done')",
+    '#| timing\ntime.perf_counter()',
+    '#| slow\nraise RuntimeError("a slow cell is not run")',
+]
+
+
+def test_the_comparison_catches_a_changed_number_a_missing_output_and_a_missing_seed_in_executed_notebooks(tmp_path):
+    "The same tiny notebook executed twice by the lessons' executor: only the unseeded cell differs, and edits are caught."
+    src = tmp_path/'selftest.ipynb'
+    src.write_text(json.dumps(synthetic(*[(s, []) for s in SELF_TEST])))
+    def execute(n):
+        out = tmp_path/f'run{n}.ipynb'
+        run(sys.executable, ROOT/'tools'/'execute_nbs.py', '--as-nbdev-test', '--cwd', tmp_path, '--out', out, src)
+        return clean(load(out))
+    with ThreadPoolExecutor(2) as pool: first, second = pool.map(execute, [1, 2])
+    skipped = nbdev_test_plan(src)[1]
+    assert skipped == {7} and first['cells'][7]['outputs'] == []  # `#| slow` is not run, as nbdev_test does not run it
+    diff = differences(first, second, skipped)
+    assert len(diff) == 1 and diff[0].startswith("cell 1 ('torch.randn(3)')"), diff  # the missing seed
+    seeded = json.loads(json.dumps(first))
+    seeded['cells'][1]['outputs'] = second['cells'][1]['outputs']
+    assert differences(seeded, second, skipped) == []  # seeded draws, float32 sums, ints, prints and timings agree
+    changed = json.loads(json.dumps(seeded))
+    text = changed['cells'][3]['outputs'][0]['data']['text/plain']
+    changed['cells'][3]['outputs'][0]['data']['text/plain'] = re.sub(r'3\.5', '3.6', as_text(text), count=1)
+    assert '3.6' in as_text(changed['cells'][3]['outputs'][0]['data']['text/plain'])
+    assert [d[:7] for d in differences(changed, second, skipped)] == ['cell 3 ']  # a changed number
+    missing = json.loads(json.dumps(seeded))
+    missing['cells'][5]['outputs'] = []
+    assert [d[:7] for d in differences(missing, second, skipped)] == ['cell 5 ']  # a missing output

@@ -11,6 +11,8 @@ import pytest
 
 from conftest import ROOT, repo_files, run
 
+pytestmark = pytest.mark.xdist_group('packaging')  # one worker builds the module's fixtures once (see conftest)
+
 LESSON_MODULES = {'matmul', 'broadcasting', 'init', 'backprop', 'module'}
 
 # Uses every lesson module the way a pip user would, with torch alone.
@@ -137,9 +139,35 @@ def requirement_names(meta:str, extra:str=None)->set:
     return names
 
 
-@pytest.mark.parametrize('extra,module', [('widgets', 'widgets'), ('fast', 'fast_matmul')])
+def import_errors(path)->list:
+    "The messages of the ImportErrors that `path` raises at import time (in a top-level `try`), when a package is missing."
+    found = []
+    for node in ast.parse(path.read_text()).body:
+        if not isinstance(node, ast.Try): continue
+        for sub in (n for h in node.handlers for n in ast.walk(h)):
+            if isinstance(sub, ast.Raise) and isinstance(sub.exc, ast.Call) and getattr(sub.exc.func, 'id', '') == 'ImportError' \
+                    and sub.exc.args and isinstance(sub.exc.args[0], ast.Constant):
+                found.append(sub.exc.args[0].value)
+    return found
+
+
+def optional_modules()->list:
+    "`(extra, module)` for every library module that names an extra to install (`pip install 'mini_nn[extra]'`)."
+    found = []
+    for p in sorted((ROOT/'mini_nn').glob('*.py')):
+        found += [(extra, p.stem) for extra in sorted(set(re.findall(r"""pip install ['"]mini_nn\[(\w+)\]['"]""", p.read_text())))]
+    return found
+
+
+def test_the_optional_modules_are_found():
+    "The checks below can fail: they see the widgets and numba modules, and what they raise without their extra."
+    assert {('widgets', 'widgets'), ('fast', 'fast_matmul')} <= set(optional_modules())
+    assert import_errors(ROOT/'mini_nn'/'widgets.py') == [f'mini_nn.widgets needs ipywidgets and matplotlib: {extra_hint("widgets")}']
+
+
+@pytest.mark.parametrize('extra,module', optional_modules())
 def test_each_extra_installs_what_its_module_imports(dists, extra, module):
-    "Every third-party module that mini_nn/<module>.py imports comes with the base requirements or the extra."
+    "Every third-party module that mini_nn/<module>.py imports comes with the base requirements or the extra it names."
     _, wheel = dists
     meta = wheel_metadata(wheel)
     assert f'Provides-Extra: {extra}' in meta
@@ -185,12 +213,13 @@ def extra_hint(module:str)->str:
 
 
 def test_without_the_extras_the_optional_modules_say_which_extra_to_install(torch_only_venv, tmp_path):
-    code = ("import sys\ntry: import mini_nn.widgets\nexcept ImportError as e: print('widgets:', type(e).__name__, e)\n"
-            "import torch\nfrom mini_nn.matmul import matmul_tiled\n"
-            "try: matmul_tiled(torch.ones(2, 2), torch.ones(2, 2))\n"
-            "except ImportError as e: print('fast:', type(e).__name__, e)\n")
+    "Each module that needs an extra, imported with torch alone, raises the ImportError naming it."
+    raising = {m: import_errors(ROOT/'mini_nn'/f'{m}.py') for _, m in optional_modules()}
+    raising = {m: msgs for m, msgs in raising.items() if msgs}
+    assert {'widgets', 'fast_matmul'} <= set(raising)
+    code = ''.join(f"try: import mini_nn.{m}\nexcept ImportError as e: print('{m}:', type(e).__name__, e)\n"
+                   f"else: print('{m}: imported')\n" for m in raising)
     out = run(torch_only_venv, '-c', code, cwd=tmp_path).stdout
-    widgets = extra_hint('widgets')
-    assert 'mini_nn[widgets]' in widgets
-    assert f'widgets: ImportError mini_nn.widgets needs ipywidgets and matplotlib: {widgets}' in out, out
-    assert "fast: ImportError matmul_tiled needs numba: pip install 'mini_nn[fast]'" in out, out
+    for m, msgs in raising.items():
+        assert any(f'{m}: ImportError {msg}' in out for msg in msgs), out
+    assert "fast_matmul: ImportError mini_nn.fast_matmul needs numba: pip install 'mini_nn[fast]'" in out, out

@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 
 from mini_nn.backprop import forward_and_backward
 from mini_nn.broadcasting import broadcast_shapes, storage_index, storage_values
-from mini_nn.matmul import matmul_broadcast, matmul_einsum, matmul_elementwise, matmul_loops, matmul_tiled
+from mini_nn.fast_matmul import matmul_tiled
+from mini_nn.matmul import matmul_broadcast, matmul_einsum, matmul_elementwise, matmul_loops
 from mini_nn.module import Model, Model2
 
 settings.register_profile('ci', deadline=None, print_blob=True, suppress_health_check=[HealthCheck.too_slow])

@@ -262,7 +262,7 @@ def test_expand_explorer_broadcast_check_agrees_with_torch(vector, matrix):
             assert f'the vector is read with strides {strides}' in h
 
 
-@pytest.mark.parametrize('text, shows', [('abc', "'abc' is not one"), ('3, , x', None), ('-2', 'must be >= 0, got -2'),
+@pytest.mark.parametrize('text, shows', [('abc', "'abc' is not one"), ('3, , x', None), ('-2', 'must be an int >= 0, got -2'),
                                          ('1' * 30, 'differ'), ('3.5', "'3.5' is not one"), ('None', "'None' is not one"),
                                          (', '.join(['1'] * 13), '13 dimensions'), ('[[3]]', None), ('3 3 3 3 3 3', None)])
 def test_expand_explorer_odd_text_gives_a_message(text, shows):
