@@ -8,7 +8,7 @@ __all__ = ['CHECKERS', 'Verdict', 'check_matmul', 'check_matmul_loops', 'check_m
            'check_lin_grad', 'check_forward_and_backward', 'check_relu_backward', 'check_lin_backward',
            'check_mse_backward', 'check_model_backward', 'check_sgd_step', 'check_cross_entropy_grad']
 
-# %% ../nbs/09_check.ipynb #ca53c570
+# %% ../nbs/09_check.ipynb #d17ef671
 from .check_core import Verdict
 from .check_matmul import check_matmul, check_matmul_loops, check_matmul_elementwise, check_matmul_broadcast
 from .check_broadcasting import check_storage_index, check_broadcast_shapes
@@ -17,7 +17,7 @@ from .check_backprop import check_mse_grad, check_relu_grad, check_lin_grad, che
 from .check_module import check_relu_backward, check_lin_backward, check_mse_backward, check_model_backward
 from .check_train import check_sgd_step, check_cross_entropy_grad
 
-# %% ../nbs/09_check.ipynb #e8701964
+# %% ../nbs/09_check.ipynb #44968cbe
 CHECKERS = {  # exercise (as the lesson names it) -> its checker, in course order
     'matmul_loops': check_matmul_loops, 'matmul_elementwise': check_matmul_elementwise, 'matmul_broadcast': check_matmul_broadcast,
     'storage_index': check_storage_index, 'broadcast_shapes': check_broadcast_shapes, 'kaiming_init': check_kaiming_init,

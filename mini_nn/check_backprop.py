@@ -5,19 +5,19 @@
 # %% auto #0
 __all__ = ['check_mse_grad', 'check_relu_grad', 'check_lin_grad', 'check_forward_and_backward']
 
-# %% ../nbs/09e_check_backprop.ipynb #502aa0ba
+# %% ../nbs/09e_check_backprop.ipynb #9b2ab03d
 import math
 import torch
 from torch import Tensor
 from .check_core import Case, Fail, call, compare, descs, diagnose, grad_matches, not_yours, run_cases, snapshot, unchanged
 
-# %% ../nbs/09e_check_backprop.ipynb #15f8aaf2
+# %% ../nbs/09e_check_backprop.ipynb #5dd3a92f
 def _randn(seed:int):
     "A `randn` drawing from a generator of its own, so that a checker never disturbs the learner's random numbers."
     g = torch.Generator().manual_seed(seed)
     return lambda *shape: torch.randn(*shape, generator=g)
 
-# %% ../nbs/09e_check_backprop.ipynb #6d6b3c8d
+# %% ../nbs/09e_check_backprop.ipynb #39ea50da
 def _mse_inputs()->list:
     "`(label, inp, targ, hint)` for the mse gradient checkers, made afresh on each call."
     r = _randn(0)
@@ -52,7 +52,7 @@ def _mse_mistakes(inp:Tensor, targ:Tensor, got:Tensor)->str|None:
         if math.isclose(r, factor, rel_tol=1e-3) and factor != 1: return hint
     return f"your gradient is {r:.4g} times the right one"
 
-# %% ../nbs/09e_check_backprop.ipynb #1c11f6e3
+# %% ../nbs/09e_check_backprop.ipynb #1d4e4ead
 def _mse_case(run, who:str, i:int):
     "Case `i` of the mse gradient checkers: `run(inp, targ)` must set `inp.g` and leave `inp` and `targ` as they were."
     _, inp, targ, _ = _mse_inputs()[i]
@@ -73,7 +73,7 @@ def check_mse_grad(mse_grad, # your `mse_grad(inp, targ)`, lesson 04
     run = lambda inp, targ: call('mse_grad(inp, targ)', mse_grad, inp, targ)
     return run_cases('mse_grad', _cases(_mse_inputs(), _mse_case, run, 'mse_grad(inp, targ)', 'inp targ'))
 
-# %% ../nbs/09e_check_backprop.ipynb #c210f9f7
+# %% ../nbs/09e_check_backprop.ipynb #954c1529
 def _relu_inputs()->list:
     "`(label, inp, out.g, hint)` for the relu gradient checkers, made afresh on each call."
     r = _randn(1)
@@ -107,7 +107,7 @@ def _relu_case(run, who:str, i:int):
     unchanged(before, inp=inp, **{'out.g': g})
     grad_matches(who, 'inp.g', inp, torch.where(inp > 0, g, 0.), lambda got: diagnose(got, _relu_mistakes(inp, g)), returned)
 
-# %% ../nbs/09e_check_backprop.ipynb #c721fa76
+# %% ../nbs/09e_check_backprop.ipynb #c66b80a8
 def check_relu_grad(relu_grad, # your `relu_grad(inp, out)`, lesson 04
                    )->'Verdict':
     "Check that your `relu_grad` sets `inp.g` from `out.g`, as autograd does for `torch.relu`."
@@ -118,7 +118,7 @@ def check_relu_grad(relu_grad, # your `relu_grad(inp, out)`, lesson 04
         return call('relu_grad(inp, out)', relu_grad, inp, out)
     return run_cases('relu_grad', _cases(_relu_inputs(), _relu_case, run, 'relu_grad(inp, out)', 'inp out.g'))
 
-# %% ../nbs/09e_check_backprop.ipynb #669a0b3b
+# %% ../nbs/09e_check_backprop.ipynb #2d5563bf
 def _lin_inputs()->list:
     "`(label, inp, w, b, out.g, hint)` for the linear-layer gradient checkers, made afresh on each call."
     r = _randn(2)
@@ -156,7 +156,7 @@ def _lin_mistakes(which:str, inp, w, b, out, g)->list:
         (lambda: g.sum(), "b.g must have b's shape (m,): one gradient per output"),
         (lambda: g[0], "b.g holds only the first row's gradient: b is added to every row, so it collects all of them")]
 
-# %% ../nbs/09e_check_backprop.ipynb #3e35c64f
+# %% ../nbs/09e_check_backprop.ipynb #78440118
 _MISSING_BIAS = "the bias gradient is missing: b is added to every row of the output, so its gradient collects the gradient of every row"
 
 def _lin_case(run, who:str, i:int):
@@ -180,15 +180,19 @@ def check_lin_grad(lin_grad, # your `lin_grad(inp, out, w, b)`, lesson 04
         return out, call('lin_grad(inp, out, w, b)', lin_grad, inp, out, w, b)
     return run_cases('lin_grad', _cases(_lin_inputs(), _lin_case, run, 'lin_grad(inp, out, w, b)', 'inp w b out.g'))
 
-# %% ../nbs/09e_check_backprop.ipynb #99d83f65
+# %% ../nbs/09e_check_backprop.ipynb #7a90f76a
 def _net_inputs()->list:
     "`(label, (inp, targ, w1, b1, w2, b2), hint)` for `check_forward_and_backward` and `check_model_backward`, made afresh on each call."
     r = _randn(3)
     def net(n, n_in, nh, dtype=torch.float32):
         return tuple(t.to(dtype) for t in (r(n, n_in), r(n), r(n_in, nh) * math.sqrt(2 / n_in), r(nh) * 0.1, r(nh, 1) / math.sqrt(nh), r(1)))
     inp, targ, w1, b1, w2, b2 = net(6, 5, 4)
+    t = torch.tensor
+    by_hand = (t([[1., 2], [3, -1]]), t([1., 0]), t([[1., -1, 0.5], [0, 1, 1]]), t([0., 0.5, -1]), t([[1.], [-1], [0.5]]), t([0.5]))
     return [
-        ('a small network: n = 4, n_in = 3, nh = 5', net(4, 3, 5), None),
+        ('a network by hand: n = 2, n_in = 2, nh = 3', by_hand,
+         "by hand: l1 = [[1, 1.5, 1.5], [3, -3.5, -0.5]], the outputs are 0.75 and 3.5, and the loss is 6.15625"),
+        ('a small random network: n = 4, n_in = 3, nh = 5', net(4, 3, 5), None),
         ("the lesson's sizes: n = 200, n_in = 100, nh = 50", net(200, 100, 50), None),
         ('a batch of one', net(1, 3, 5), "a batch of one must work too: is something squeezed, or a size read from the wrong dimension?"),
         ('float64', net(4, 3, 5, torch.float64), "every gradient must keep the inputs' dtype (float64 here)"),
@@ -203,7 +207,7 @@ def _net_reference(inp, targ, w1, b1, w2, b2)->tuple:
     loss.backward()
     return loss.detach(), dict(zip(('inp', 'w1', 'b1', 'w2', 'b2'), (t.grad for t in ts)))
 
-# %% ../nbs/09e_check_backprop.ipynb #a5f4b49e
+# %% ../nbs/09e_check_backprop.ipynb #2cbf2c72
 _ORDER_HINT = ("a step's backward reads the .g of its output, which the step after it sets: start from the loss's gradient "
                "and go back through the steps in reverse order, each given the tensors it used going forward")
 
@@ -242,7 +246,7 @@ def _net_case(run, who:str, i:int):
             raise
     return loss
 
-# %% ../nbs/09e_check_backprop.ipynb #dd2bca79
+# %% ../nbs/09e_check_backprop.ipynb #300ac44b
 def check_forward_and_backward(forward_and_backward, # your `forward_and_backward(inp, targ, w1, b1, w2, b2)`, lesson 04
                               )->'Verdict':
     "Check your `forward_and_backward`: the loss it returns, and the gradients it sets on the input and the four parameters."

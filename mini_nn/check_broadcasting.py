@@ -5,12 +5,12 @@
 # %% auto #0
 __all__ = ['check_storage_index', 'check_broadcast_shapes']
 
-# %% ../nbs/09c_check_broadcasting.ipynb #efc3811a
+# %% ../nbs/09c_check_broadcasting.ipynb #aa25ce81
 import torch
 from torch import Tensor
 from .check_core import Case, Fail, call, compare, desc, diagnose, not_yours, run_cases, snapshot, unchanged
 
-# %% ../nbs/09c_check_broadcasting.ipynb #23fc6f71
+# %% ../nbs/09c_check_broadcasting.ipynb #381d13ed
 def _storage_inputs()->list:
     "`(label, tensors, hint)` for `check_storage_index`, in the order lesson 02 meets the layouts, made afresh on each call."
     base, c, m = torch.arange(24.).reshape(2, 3, 4), torch.tensor([10., 20, 30]), torch.arange(9.).reshape(3, 3)
@@ -36,7 +36,7 @@ def _storage_reference(t:Tensor)->Tensor:
     n_cells = t.untyped_storage().nbytes() // t.element_size()
     return torch.as_strided(torch.arange(n_cells), t.shape, t.stride(), t.storage_offset())
 
-# %% ../nbs/09c_check_broadcasting.ipynb #7601e72a
+# %% ../nbs/09c_check_broadcasting.ipynb #9eccf75e
 def _storage_mistakes(t:Tensor, want:Tensor)->list:
     "`(wrong answer, hint)` for the usual mistakes in `storage_index(t)`."
     in_order = torch.arange(t.numel()).reshape(t.shape)
@@ -54,7 +54,7 @@ def _storage_mistakes(t:Tensor, want:Tensor)->list:
         (swapped, "the strides are paired with the wrong dimensions: the index along dimension d goes with t.stride()[d]"),
     ]
 
-# %% ../nbs/09c_check_broadcasting.ipynb #9dbb68e7
+# %% ../nbs/09c_check_broadcasting.ipynb #921cb199
 def _storage_case(fn, i:int):
     "Case `i` of `check_storage_index`: `fn(t)` must equal PyTorch's answer for each `t` and leave `t` as it was."
     for t in _storage_inputs()[i][1]:
@@ -72,7 +72,7 @@ def _storage_case(fn, i:int):
             else: f.hint = diagnose(got, _storage_mistakes(t, want))
             raise
 
-# %% ../nbs/09c_check_broadcasting.ipynb #bc51b253
+# %% ../nbs/09c_check_broadcasting.ipynb #b7cd01e1
 def check_storage_index(storage_index, # your `storage_index(t)`, lesson 02
                        )->'Verdict':
     "Check your `storage_index` against `torch.as_strided` on contiguous, sliced, transposed, stride-0 and 0-d tensors."
@@ -81,7 +81,7 @@ def check_storage_index(storage_index, # your `storage_index(t)`, lesson 02
     return run_cases('storage_index', [Case(label, (lambda i=i: _storage_case(storage_index, i)), inputs(ts), hint)
                                        for i, (label, ts, hint) in enumerate(_storage_inputs())])
 
-# %% ../nbs/09c_check_broadcasting.ipynb #4cfd327c
+# %% ../nbs/09c_check_broadcasting.ipynb #60e3d0e0
 _BROADCAST_CASES = [  # (label, argument tuples, hint)
     ("the lesson's m (3, 3) and c (3,)", [((3, 3), (3,))], "pair the dimensions from the right: (3, 3) with (3,) gives (3, 3)"),
     ('a column and a row', [((3, 1), (1, 3))], "a size 1 stretches to the other size: (3, 1) with (1, 3) gives (3, 3)"),
@@ -99,7 +99,7 @@ _BROADCAST_CASES = [  # (label, argument tuples, hint)
 
 _BROADCAST_CLASHES = [((3,), (4,)), ((2, 3), (3, 3)), ((0,), (3,)), ((3, 1), (1, 4), (5,))]
 
-# %% ../nbs/09c_check_broadcasting.ipynb #221cd61d
+# %% ../nbs/09c_check_broadcasting.ipynb #2b1f05d0
 def _broadcast_wrongly(shapes:list, left:bool=False, take_max:bool=False)->tuple:
     "The shape `shapes` broadcast to by a wrong rule: aligned on the `left`, or `take_max` (no clash check, the largest size)."
     ndim = max((len(s) for s in shapes), default=0)
@@ -112,7 +112,7 @@ def _broadcast_wrongly(shapes:list, left:bool=False, take_max:bool=False)->tuple
         else: result.append(not_one.pop() if not_one else 1)
     return tuple(result)
 
-# %% ../nbs/09c_check_broadcasting.ipynb #fd817df5
+# %% ../nbs/09c_check_broadcasting.ipynb #9fd21c7f
 def _fmt_call(fname:str, args:tuple)->str: return f"{fname}({', '.join(map(repr, args))})"
 
 def _broadcast_case(fn, args_list:list):
@@ -155,7 +155,7 @@ def _broadcast_clashes(fn):
         raise Fail(f"{what} returned {got!r}", [('expected', 'ValueError: the sizes differ and neither is 1')],
                    hint="rule 3: in each position the sizes must be equal, or one of them 1; when they are not, the shapes do not broadcast")
 
-# %% ../nbs/09c_check_broadcasting.ipynb #03a18ee3
+# %% ../nbs/09c_check_broadcasting.ipynb #57bced17
 def check_broadcast_shapes(broadcast_shapes, # your `broadcast_shapes(*shapes)`, lesson 02
                           )->'Verdict':
     "Check your `broadcast_shapes` against `torch.broadcast_shapes`, on shapes that broadcast and shapes that clash."

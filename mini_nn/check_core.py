@@ -7,24 +7,24 @@ __all__ = ['INPLACE_HINT', 'Fail', 'num', 'nums', 'desc', 'descs', 'your_line', 
            'compare', 'snapshot', 'unchanged', 'same', 'diagnose', 'grad_matches', 'Case', 'run_cases', 'Verdict',
            'not_yours']
 
-# %% ../nbs/09a_check_core.ipynb #0777200c
-import sys, textwrap, traceback
+# %% ../nbs/09a_check_core.ipynb #ad25ea1d
+import sys, textwrap, traceback, warnings
 from pathlib import Path
 from typing import Callable, NamedTuple
 
-# %% ../nbs/09a_check_core.ipynb #374373ba
+# %% ../nbs/09a_check_core.ipynb #bab14319
 import torch
 from torch import Tensor
 import mini_nn
 
-# %% ../nbs/09a_check_core.ipynb #789ccef3
+# %% ../nbs/09a_check_core.ipynb #58f35b2f
 class Fail(Exception):
     "A failed case: the `problem`, `details` as `(label, text)` lines, a `hint` at the likely mistake, and its `kind`."
     def __init__(self, problem:str, details:list=(), hint:str=None, kind:str='other', exc:Exception=None):
         super().__init__(problem)
         self.problem, self.details, self.hint, self.kind, self.exc = problem, list(details), hint, kind, exc
 
-# %% ../nbs/09a_check_core.ipynb #df96e4cd
+# %% ../nbs/09a_check_core.ipynb #5698c0d0
 def num(v)->str:
     "A number, short: whole numbers without a decimal point, others to 4 significant digits."
     if isinstance(v, bool): return str(v)
@@ -45,7 +45,7 @@ def descs(**ts)->str:
     "`desc` of each tensor, joined."
     return ', '.join(desc(n, t) for n, t in ts.items())
 
-# %% ../nbs/09a_check_core.ipynb #d5167407
+# %% ../nbs/09a_check_core.ipynb #8e79d815
 _LIBRARIES = [Path(m.__file__).resolve().parent for m in (torch, mini_nn)]
 
 def your_line(e:Exception)->str|None:
@@ -65,7 +65,7 @@ def call(what:str, # how the verdict names the call, e.g. 'matmul_loops(a, b)'
         if (line := your_line(e)): details.append(('at', line))
         raise Fail(f"{what} raised an exception", details, kind='raised', exc=e) from None
 
-# %% ../nbs/09a_check_core.ipynb #4af69cdf
+# %% ../nbs/09a_check_core.ipynb #026ca775
 def first_true(bad:Tensor)->tuple:
     "The index of the first `True` in `bad`, as a tuple."
     return tuple(int(i) for i in bad.nonzero()[0])
@@ -76,7 +76,7 @@ def window(name:str, t:Tensor, idx:tuple, width:int=4)->str:
     stop = min(j + width, t.shape[-1])
     return f"{name}[{', '.join([str(i) for i in head] + [f'{j}:{stop}'])}] = {nums(t[head][j:stop])}"
 
-# %% ../nbs/09a_check_core.ipynb #eb8cbab8
+# %% ../nbs/09a_check_core.ipynb #f6e71677
 def shape_and_dtype(name:str, got, want:Tensor, none:str=None):
     "Raise `Fail` (kind 'none', 'type', 'shape' or 'dtype') unless `got` is a tensor with `want`'s shape and dtype."
     expected = [('expected', f"a tensor of shape {tuple(want.shape)}")]
@@ -87,7 +87,7 @@ def shape_and_dtype(name:str, got, want:Tensor, none:str=None):
     if got.dtype != want.dtype:
         raise Fail(f"{name} has the wrong dtype", [('expected', str(want.dtype)), ('got', str(got.dtype))], kind='dtype')
 
-# %% ../nbs/09a_check_core.ipynb #7da0c54b
+# %% ../nbs/09a_check_core.ipynb #1358e427
 def compare(name:str,       # how the verdict names the result, e.g. 'c' or 'inp.g'
             got,            # what the learner's code produced
             want:Tensor,    # the reference
@@ -104,9 +104,10 @@ def compare(name:str,       # how the verdict names the result, e.g. 'c' or 'inp
     at = f", the first at [{', '.join(map(str, idx))}]" if idx else ''
     if w.numel() <= 8: details = [('expected', f"{name} = {nums(w)}"), ('got', f"{name} = {nums(g)}")]
     else: details = [('expected', window(name, w, idx)), ('got', window(name, g, idx))]
-    raise Fail(f"{name} has wrong values in {int(bad.sum())} of {w.numel()} entries{at}", details, kind='values')
+    problem = f"{name} is wrong" if w.ndim == 0 else f"{name} has wrong values in {int(bad.sum())} of {w.numel()} entries{at}"
+    raise Fail(problem, details, kind='values')
 
-# %% ../nbs/09a_check_core.ipynb #4dc7f3b3
+# %% ../nbs/09a_check_core.ipynb #b7c03c4b
 INPLACE_HINT = ("never write into an input: an in-place operation (+=, *=, x[...] = ..., .add_(), ...) on it, "
                 "or on a view of it such as a[i], changes the caller's tensor. Compute into a new tensor")
 
@@ -128,7 +129,7 @@ def unchanged(before:dict, **ts):
             raise Fail(f"your code changed its input {name}", [('was', f"{name}{at} = {num(b[idx])}"), ('now', f"{name}{at} = {num(t[idx])}")],
                        hint=INPLACE_HINT, kind='inplace')
 
-# %% ../nbs/09a_check_core.ipynb #ddbfadaf
+# %% ../nbs/09a_check_core.ipynb #53b42b29
 def same(got, wrong:Tensor)->bool:
     "Whether `got` is a tensor equal to `wrong` in shape and (to rounding) values, whatever the dtypes."
     try: return (isinstance(got, Tensor) and got.shape == wrong.shape and
@@ -143,7 +144,7 @@ def diagnose(got, mistakes:list)->str|None:
         if same(got, wrong): return hint
     return None
 
-# %% ../nbs/09a_check_core.ipynb #35962245
+# %% ../nbs/09a_check_core.ipynb #384917a9
 def grad_matches(who:str,     # the call that should have set it, e.g. 'mse_grad(inp, targ)'
                  name:str,    # the gradient's name, e.g. 'inp.g'
                  t:Tensor,    # the tensor whose `.g` it is
@@ -164,7 +165,7 @@ def grad_matches(who:str,     # the call that should have set it, e.g. 'mse_grad
         elif f.kind in ('shape', 'values') and mistakes: f.hint = mistakes(got)
         raise
 
-# %% ../nbs/09a_check_core.ipynb #d0866da0
+# %% ../nbs/09a_check_core.ipynb #628eccb6
 class Case(NamedTuple):
     "One case of a checker: its `label`, a `test` that raises `Fail`, the `inputs` in words, and a `hint` for its failures."
     label:str
@@ -178,15 +179,18 @@ def run_cases(name:str,   # what the verdict names: the exercise, e.g. 'matmul_l
     "Run every case and return the verdict; torch's global random state is put back as it was."
     results, state = [], torch.get_rng_state()
     try:
-        for case in cases:
-            try: case.test(); results.append((case, None))
-            except Fail as f: results.append((case, f))
-            except Exception as e:
-                results.append((case, Fail(f"the check could not finish: {type(e).__name__}: {textwrap.shorten(str(e), 160)}", kind='raised', exc=e)))
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')  # the verdict says what is wrong; torch's warnings about odd inputs would be noise
+            for case in cases:
+                try: case.test(); results.append((case, None))
+                except Fail as f: results.append((case, f))
+                except Exception as e:
+                    problem = f"the check could not finish: {type(e).__name__}: {textwrap.shorten(str(e), 160)}"
+                    results.append((case, Fail(problem, kind='raised', exc=e)))
     finally: torch.set_rng_state(state)
     return Verdict(name, results)
 
-# %% ../nbs/09a_check_core.ipynb #49b8d1a6
+# %% ../nbs/09a_check_core.ipynb #409830b9
 def _fill(key:str, text:str, width:int=100)->str:
     "`key: text`, wrapped at `width` with the text aligned after the key."
     return textwrap.fill(text, width, initial_indent=f"  {key + ':':<10}", subsequent_indent=' ' * 12, break_on_hyphens=False)
@@ -195,6 +199,7 @@ def _md(text:str)->str:
     "`text` with the characters Markdown would read as formatting escaped."
     return ''.join('\\' + ch if ch in '\\`*_[]<>#|' else ch for ch in text)
 
+# %% ../nbs/09a_check_core.ipynb #07364dd0
 class Verdict:
     "A checker's result: true when every case passes; shown as a verdict naming what fails, why, and what works."
     def __init__(self, name:str, results:list=(), note:str=None):
@@ -240,7 +245,7 @@ class Verdict:
             out.append('Works: ' + (_md('; '.join(self.passed)) + '.' if self.passed else 'no case yet.'))
         return '\n\n'.join(out)
 
-# %% ../nbs/09a_check_core.ipynb #48581b70
+# %% ../nbs/09a_check_core.ipynb #81eac0bb
 def not_yours(checker:str,  # the checker's name, for the message
               exercise:str, # the exercise, e.g. 'matmul_loops' or 'Lin.backward'
               given,        # what the learner passed: a function, a class, or an instance

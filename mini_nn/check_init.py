@@ -5,12 +5,12 @@
 # %% auto #0
 __all__ = ['check_kaiming_init']
 
-# %% ../nbs/09d_check_init.ipynb #7877dcff
+# %% ../nbs/09d_check_init.ipynb #b6705266
 import math
 import torch
 from .check_core import Case, Fail, call, not_yours, run_cases, shape_and_dtype
 
-# %% ../nbs/09d_check_init.ipynb #ba9de426
+# %% ../nbs/09d_check_init.ipynb #5acd7774
 def _kaiming_std(n_in:int)->float: return math.sqrt(2 / n_in)
 
 def _spread_mistakes(n_in:int, n_out:int)->list:
@@ -31,7 +31,7 @@ def _spread(w, n_in:int, n_out:int, tol:float):
     if abs(got / s - 1) > tol:
         hint = next((h for spread, h in _spread_mistakes(n_in, n_out) if abs(got / spread - 1) < 2 * tol),
                     f"the weights' standard deviation is {got / s:.2f} times the right one for a layer followed by ReLU")
-        raise Fail(f"the weights have the wrong spread: their standard deviation is {got:.4g}", [('expected', f"{s:.4g} (within {tol:.0%})")], hint=hint)
+        raise Fail(f"the weights have the wrong spread: their standard deviation is {got:.3g}", [('expected', f"{s:.3g} (within {tol:.0%})")], hint=hint)
     if abs(mean) > 0.05 * s:
         raise Fail(f"the weights' mean is {mean:.3g}, not about 0", [('expected', f"a mean within {0.05 * s:.2g} of 0")],
                    hint="Kaiming's weights are centred on 0: normal numbers with mean 0")
@@ -43,7 +43,7 @@ def _shape_fail(f:Fail, w, n_in:int, n_out:int):
         f.hint = "(n_out, n_in) is PyTorch's layout; ours is (n_in, n_out), so that a layer computes x @ w"
     elif f.kind == 'dtype': f.hint = "the weights should be float32, torch's default: the random functions give it unless told otherwise"
 
-# %% ../nbs/09d_check_init.ipynb #57b32e63
+# %% ../nbs/09d_check_init.ipynb #af15090e
 def _normal(w, n_in:int):
     "Raise `Fail` unless the share of `w` beyond 2 standard deviations is a normal distribution's, about 4.6%."
     share = float((w.double().abs() > 2 * _kaiming_std(n_in)).double().mean())
@@ -52,7 +52,7 @@ def _normal(w, n_in:int):
                    hint=("uniform numbers (torch.rand) never reach two standard deviations: draw normal ones" if share < 0.01
                          else "these are not normally distributed numbers"))
 
-# %% ../nbs/09d_check_init.ipynb #5ef1b390
+# %% ../nbs/09d_check_init.ipynb #791a88b1
 def _gen(seed:int)->torch.Generator: return torch.Generator().manual_seed(seed)
 
 def _uses_generator(fn):
@@ -77,7 +77,7 @@ def _uses_global(fn):
     if not torch.equal(ws[0], ws[1]): raise Fail("torch.manual_seed(0) twice gave different weights", hint=hint)
     if torch.equal(ws[0], ws[2]): raise Fail("torch.manual_seed(0) and torch.manual_seed(1) gave the same weights", hint=hint)
 
-# %% ../nbs/09d_check_init.ipynb #bae121c8
+# %% ../nbs/09d_check_init.ipynb #330a0167
 def _weights(fn, n_in:int, n_out:int, seed:int):
     "`fn(n_in, n_out, generator)`, checked to be a float32 `(n_in, n_out)` tensor."
     w = call(f"kaiming_init({n_in}, {n_out}, generator)", fn, n_in, n_out, _gen(seed))

@@ -5,12 +5,12 @@
 # %% auto #0
 __all__ = ['check_matmul', 'check_matmul_loops', 'check_matmul_elementwise', 'check_matmul_broadcast']
 
-# %% ../nbs/09b_check_matmul.ipynb #bede0a07
+# %% ../nbs/09b_check_matmul.ipynb #2d2508d7
 import torch
 from torch import Tensor
 from .check_core import Case, Fail, call, compare, descs, diagnose, not_yours, run_cases, snapshot, unchanged
 
-# %% ../nbs/09b_check_matmul.ipynb #e92c1595
+# %% ../nbs/09b_check_matmul.ipynb #3dd618fb
 def _matmul_inputs()->list:
     "`(label, a, b, hint)` for the matmul checkers, made afresh on each call."
     g = torch.Generator().manual_seed(0)
@@ -36,7 +36,7 @@ def _matmul_inputs()->list:
         ('float64', a.double(), b.double(), "the result must keep the inputs' dtype: torch.zeros(m, n) is float32 whatever a and b are"),
     ]
 
-# %% ../nbs/09b_check_matmul.ipynb #3fc6ce01
+# %% ../nbs/09b_check_matmul.ipynb #9555025c
 def _matmul_mistakes(a:Tensor, b:Tensor)->list:
     "`(wrong answer, hint)` for the usual mistakes in a matrix product `a @ b`."
     a, b = a.double(), b.double()
@@ -59,7 +59,7 @@ def _matmul_mistakes(a:Tensor, b:Tensor)->list:
          "dimension that a[i] and b share"),
     ]
 
-# %% ../nbs/09b_check_matmul.ipynb #0c95f1fa
+# %% ../nbs/09b_check_matmul.ipynb #510b22fe
 def _matmul_case(matmul, fname:str, i:int):
     "Case `i`: `matmul(a, b)` must equal `a @ b` and leave `a` and `b` as they were."
     _, a, b, _ = _matmul_inputs()[i]
@@ -85,7 +85,7 @@ def _check_matmul(matmul, exercise:str, checker:str):
     return run_cases(exercise, [Case(label, (lambda i=i: _matmul_case(matmul, exercise, i)), descs(a=a, b=b), hint)
                                 for i, (label, a, b, hint) in enumerate(_matmul_inputs())])
 
-# %% ../nbs/09b_check_matmul.ipynb #3f03cffe
+# %% ../nbs/09b_check_matmul.ipynb #f83b1fde
 def check_matmul(matmul, # any function `matmul(a, b)` that should return `a @ b`
                 )->'Verdict':
     "Check a matrix product `matmul(a, b)` against `a @ b` on hand-checkable, random, edge-case and strided inputs."

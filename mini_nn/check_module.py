@@ -5,12 +5,12 @@
 # %% auto #0
 __all__ = ['check_relu_backward', 'check_lin_backward', 'check_mse_backward', 'check_model_backward']
 
-# %% ../nbs/09f_check_module.ipynb #fa3917e3
+# %% ../nbs/09f_check_module.ipynb #83fca985
 import torch
 from .check_core import Case, Fail, call, descs, not_yours, run_cases
 from .check_backprop import _cases, _lin_case, _lin_inputs, _mse_case, _mse_inputs, _net_case, _net_inputs, _relu_case, _relu_inputs
 
-# %% ../nbs/09f_check_module.ipynb #39eb0df0
+# %% ../nbs/09f_check_module.ipynb #7281d501
 def _layer_class(checker:str, exercise:str, given)->type:
     "The class to check: `given`, or the class of an instance; a verdict if it is the library's; `TypeError` if it has no `backward`."
     cls = given if isinstance(given, type) else type(given)
@@ -29,7 +29,7 @@ def _forward(what:str, f, *args):
         e.hint = "the exercise is backward(); __init__ and __call__ are the lesson's: check they are as the lesson has them"
         raise
 
-# %% ../nbs/09f_check_module.ipynb #eb747bf0
+# %% ../nbs/09f_check_module.ipynb #0ef7c65d
 def check_relu_backward(Relu, # your `Relu` class (lesson 05), whose `backward` you wrote
                        )->'Verdict':
     "Check your `Relu.backward`: after `out = layer(inp)` and setting `out.g`, it must set `inp.g` as autograd would."
@@ -65,7 +65,7 @@ def check_mse_backward(Mse, # your `Mse` class (lesson 05), whose `backward` you
         return call('Mse.backward()', layer.backward)
     return run_cases('Mse.backward', _cases(_mse_inputs(), _mse_case, run, 'Mse.backward()', 'inp targ'))
 
-# %% ../nbs/09f_check_module.ipynb #5413fa8d
+# %% ../nbs/09f_check_module.ipynb #ca7f3beb
 def check_model_backward(Model, # your `Model` class (lesson 05), whose `backward` you wrote
                         )->'Verdict':
     "Check your `Model.backward`: after `loss = Model(w1, b1, w2, b2)(inp, targ)`, it must set `.g` on the input and the four parameters."

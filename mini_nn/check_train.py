@@ -5,18 +5,18 @@
 # %% auto #0
 __all__ = ['check_sgd_step', 'check_cross_entropy_grad']
 
-# %% ../nbs/09g_check_train.ipynb #032d00d9
+# %% ../nbs/09g_check_train.ipynb #d6696eb5
 import torch
 import torch.nn.functional as F
 from .check_core import Case, Fail, call, compare, descs, diagnose, grad_matches, not_yours, run_cases, snapshot, unchanged
 
-# %% ../nbs/09g_check_train.ipynb #b43aae7a
+# %% ../nbs/09g_check_train.ipynb #6d657724
 def _randn(seed:int):
     "A `randn` drawing from a generator of its own, so that a checker never disturbs the learner's random numbers."
     g = torch.Generator().manual_seed(seed)
     return lambda *shape: torch.randn(*shape, generator=g)
 
-# %% ../nbs/09g_check_train.ipynb #19013882
+# %% ../nbs/09g_check_train.ipynb #2a38fe09
 def _sgd_inputs()->list:
     "`(label, params, grads, lr, hint)` for `check_sgd_step`, made afresh on each call."
     r = _randn(0)
@@ -56,7 +56,7 @@ def _sgd_case(fn, i:int):
             if f.kind == 'dtype': f.hint = f"a step must keep the parameter's dtype ({p0.dtype})"
             raise
 
-# %% ../nbs/09g_check_train.ipynb #8085c1c9
+# %% ../nbs/09g_check_train.ipynb #d3f354f6
 def check_sgd_step(sgd_step, # your `sgd_step(params, lr)`, lesson 05a
                   )->'Verdict':
     "Check your `sgd_step`: each parameter moves in place by `lr` times its gradient `.g`, against it, and the gradients stay as they were."
@@ -65,7 +65,7 @@ def check_sgd_step(sgd_step, # your `sgd_step(params, lr)`, lesson 05a
     return run_cases('sgd_step', [Case(label, (lambda i=i: _sgd_case(sgd_step, i)), shown(ps, gs, lr), hint)
                                   for i, (label, ps, gs, lr, hint) in enumerate(_sgd_inputs())])
 
-# %% ../nbs/09g_check_train.ipynb #3fdcb34b
+# %% ../nbs/09g_check_train.ipynb #eae4ea67
 def _ce_inputs()->list:
     "`(label, logits, targ, hint)` for `check_cross_entropy_grad`, made afresh on each call."
     r = _randn(1)
@@ -107,7 +107,7 @@ def _ce_case(fn, i:int):
     grad_matches('cross_entropy_grad(logits, targ)', 'logits.g', logits, _ce_reference(logits, targ),
                  lambda got: diagnose(got, _ce_mistakes(logits, targ)), returned, rtol=1e-4, atol=1e-6)
 
-# %% ../nbs/09g_check_train.ipynb #64219dd0
+# %% ../nbs/09g_check_train.ipynb #027e8963
 def check_cross_entropy_grad(cross_entropy_grad, # your `cross_entropy_grad(logits, targ)`, lesson 05a
                             )->'Verdict':
     "Check that your `cross_entropy_grad` sets `logits.g`, the gradient of the mean cross-entropy, as autograd would."

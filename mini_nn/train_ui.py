@@ -5,14 +5,14 @@
 # %% auto #0
 __all__ = ['Watch']
 
-# %% ../nbs/05b_train_ui.ipynb #dd4ad81a
+# %% ../nbs/05b_train_ui.ipynb #9df79570
 try:  # the progress bars are the optional `train` extra: lesson modules never import them
     from fastprogress.fastprogress import master_bar, progress_bar
 except ImportError as e:
     raise ImportError('mini_nn.train_ui needs fastprogress: pip install "mini_nn[train]"') from e
 from .train import Quiet
 
-# %% ../nbs/05b_train_ui.ipynb #f9b99cf2
+# %% ../nbs/05b_train_ui.ipynb #522e9759
 class Watch(Quiet):
     "Show `fit` at work: progress bars over the epochs and the batches, a table of each epoch, and a live plot of the losses."
     def epochs(self, epochs:range):

@@ -1,12 +1,14 @@
 """Shared fixtures: the repository root, the tools of the environment running the tests, and the lessons executed once.
 
 `make test` runs pytest on two workers (pytest-xdist, `--dist loadgroup`): tests sharing an expensive fixture (a
-site build, a wheel and its venv, a server, one executed notebook) carry one `xdist_group`, so each runs once, and
-the collection is ordered by rough cost, heaviest first, so that both workers finish at about the same time.
+site build, a wheel and its venv, a server, one executed notebook) form one group (GROUPS below), run by one worker
+so that the fixture is built once, and the collection is ordered by rough cost, heaviest first, so that both
+workers finish at about the same time.
 """
 import fnmatch
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -91,7 +93,17 @@ def lesson_runs(request, tmp_path_factory)->LessonRuns:
     return LessonRuns(tmp_path_factory.mktemp('lessons'), wanted)
 
 
-# ---- scheduling: heaviest work first ----------------------------------------------------------------------
+# ---- scheduling: groups that share a fixture, heaviest work first ---------------------------------------
+
+# Tests that share an expensive module- or session-scoped fixture must run on one xdist worker, or each worker
+# would build it again. (pytest-xdist's own `xdist_group` marker does not reach its scheduler under pytest 9.2:
+# xdist 3.8 renames `item._nodeid`, which pytest 9.2 no longer reads. So the groups are declared here, by node id,
+# and `pytest_xdist_make_scheduler` below hands xdist a scheduler that reads them.)
+GROUPS = {'tests/test_site.py::*': 'site',             # the site build, its server and one browser visiting every page
+          'tests/test_packaging.py::*': 'packaging',   # the sdist and wheel, and a venv with torch and the wheel
+          'tests/test_browser.py::*': 'browser'}       # JupyterLab and a browser
+# the two tests of one lesson share its execution (`lesson_runs`)
+LESSON_TEST = re.compile(r'^tests/test_notebook_hygiene\.py::test_lesson_\w+\[(?P<nb>[^\]]+)\]$')
 
 # Rough seconds on a quiet 2-core machine (from `--durations`), for ordering only: a wrong figure costs balance,
 # never a check. A group's figure is the whole group's; other tests default to 0 and run last, spread over workers.
@@ -106,19 +118,34 @@ ITEM_COST = {'tests/test_exercises.py::test_the_exercise_notebooks_run_*': 16,
 DEFAULT_GROUP_COST = 5
 
 
+def group_of(nodeid:str)->str:
+    "The group whose tests one worker runs together, or None."
+    if m := LESSON_TEST.match(nodeid): return f"notebook {m.group('nb')}"
+    return next((g for pat, g in GROUPS.items() if fnmatch.fnmatchcase(nodeid, pat)), None)
+
+
 def cost_of_group(name:str)->float: return GROUP_COST.get(name, DEFAULT_GROUP_COST)
 
 
-def cost(item)->float:
-    group = item.get_closest_marker('xdist_group')
-    if group: return cost_of_group(group.args[0] if group.args else group.kwargs.get('name'))
-    return next((c for pat, c in ITEM_COST.items() if fnmatch.fnmatchcase(item.nodeid, pat)), 0)
+def cost(nodeid:str)->float:
+    group = group_of(nodeid)
+    if group: return cost_of_group(group)
+    return next((c for pat, c in ITEM_COST.items() if fnmatch.fnmatchcase(nodeid, pat)), 0)
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     "Heaviest first (stable: a module's or a group's tests keep their order and stay together)."
-    items.sort(key=lambda item: -cost(item))
+    items.sort(key=lambda item: -cost(item.nodeid))
 
 
-def pytest_configure(config):
-    config.addinivalue_line('markers', 'xdist_group(name): tests sharing an expensive fixture, run by one xdist worker')
+def pytest_xdist_make_scheduler(config, log):
+    "With `--dist loadgroup`: each group above is one unit of work, every other test its own; units in collection order."
+    if config.getvalue('dist') != 'loadgroup': return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class GroupScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid): return group_of(nodeid) or nodeid
+
+    config.option.loadscopereorder = False  # keep the cost order of the collection
+    return GroupScheduling(config, log)

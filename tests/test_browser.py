@@ -1,8 +1,9 @@
 """The explorers in a real JupyterLab, in headless Chromium (Debian's /usr/bin/chromium through Playwright for Python).
 
-The test copies lessons 02 and 03 into a temporary root directory, so JupyterLab's autosave can never touch the
-repository's notebooks, serves them on 127.0.0.1 with a random port and token, runs each lesson, then clicks an
-element of the stride explorer and moves the blow-up explorer's layers slider, and checks what the page shows.
+The test copies lessons 02 and 03 and the backward explorer's notebook (07a) into a temporary root directory, so
+JupyterLab's autosave can never touch the repository's notebooks, serves them on 127.0.0.1 with a random port and
+token, runs each notebook, then clicks an element of the stride explorer, moves the blow-up explorer's layers slider,
+steps the backward explorer through the backward pass and down to a batch of one, and checks what the page shows.
 """
 import os
 import re
@@ -22,10 +23,12 @@ CHROMIUM = Path('/usr/bin/chromium')
 FLAGS = ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
          '--disable-sync', '--no-first-run', '--disable-quic']
 
-pytestmark = [pytest.mark.skipif(not CHROMIUM.exists(), reason=(
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason=(
     "/usr/bin/chromium is absent: the browser test needs Debian's chromium (apt-get install chromium; "
-    "`make test` installs it when run as root)")),
-    pytest.mark.xdist_group('browser')]  # one worker starts JupyterLab and the browser once (see conftest)
+    "`make test` installs it when run as root)"))
+
+
+BROWSED = ('02_broadcasting.ipynb', '03_init.ipynb', '07a_backward_explorer.ipynb')
 
 
 def free_port()->int:
@@ -41,9 +44,9 @@ def answers(url)->bool:
 
 @pytest.fixture(scope='module')
 def lab(tmp_path_factory):
-    "JupyterLab serving copies of lessons 02 and 03 from a temporary root, as its own process; yields its base URL and token."
+    "JupyterLab serving copies of the notebooks BROWSED from a temporary root, as its own process; yields its base URL and token."
     root, home = tmp_path_factory.mktemp('lab_root'), tmp_path_factory.mktemp('lab_home')
-    for nb in ('02_broadcasting.ipynb', '03_init.ipynb'): shutil.copy(ROOT/'nbs'/nb, root/nb)
+    for nb in BROWSED: shutil.copy(ROOT/'nbs'/nb, root/nb)
     port, token = free_port(), secrets.token_hex(24)
     cmd = [BIN/'jupyter', 'lab', '--ip=127.0.0.1', f'--port={port}', '--ServerApp.port_retries=0', '--no-browser',
            f'--IdentityProvider.token={token}', f'--ServerApp.root_dir={root}', '--LabApp.news_url=None',
@@ -139,4 +142,48 @@ def test_blowup_slider_redraws(browser, lab):
     page.locator('.widget-toggle-button', has_text=re.compile('^relu$')).click()
     page.wait_for_function("[...document.querySelectorAll('.widget-html-content')].some(e => e.textContent.includes('then ReLU'))")
     assert 'Finite throughout' in summary.text_content() and 'inf/nan' not in summary.text_content()
+    page.close()
+
+
+# true once the backward explorer's graph and words both show step `step` for a batch whose x has shape `shape`
+SHOWS = '''([step, shape]) => {
+  const svg = document.querySelector('.widget-html-content svg.mn-graph'), info = document.querySelector('.widget-html-content div.mn-step');
+  return svg && info && svg.dataset.step === step && info.dataset.step === step &&
+         svg.querySelector('g.mn-node[data-name="x"]').dataset.shape === shape && info.textContent.includes(shape.split(',')[0]);
+}'''
+
+
+def test_backward_explorer_steps_and_batch_of_one(browser, lab):
+    page = open_and_run_all(browser, lab, '07a_backward_explorer.ipynb')
+    graph = page.locator('.widget-html-content svg.mn-graph').first     # the explorer's graph (not the static ones)
+    node = lambda name: graph.locator(f'g.mn-node[data-name="{name}"]')
+    info = page.locator('.widget-html-content div.mn-step').first
+    graph.wait_for(state='attached')  # rendered: JupyterLab may skip painting cells out of view, so scroll to it
+    graph.scroll_into_view_if_needed()
+    assert graph.get_attribute('data-step') == '1'                     # starts at step 1: mse_grad writes out.g
+    assert (node('loss').get_attribute('data-state'), node('out').get_attribute('data-state')) == ('reads', 'writes')
+    assert 'Step 1 of 4: mse_grad(out, y)' in info.text_content()
+    image = page.locator('.widget-image').first
+    src = image.get_attribute('src')
+    page.locator('.widget-button', has_text='next').first.click()      # step 2: lin_grad of layer 2
+    page.wait_for_function(SHOWS, arg=['2', '(200, 100)'])
+    assert [node(k).get_attribute('data-state') for k in ('out', 'l2', 'w2', 'b2')] == ['reads', 'writes', 'writes', 'writes']
+    assert 'lin_grad(l2, out, w2, b2)' in info.text_content() and '(50, 200) @ (200, 1) → (50, 1)' in info.text_content()
+    page.wait_for_function("src => document.querySelector('.widget-image').src !== src", arg=src)  # new heat maps
+    step = page.locator('.widget-slider', has=page.locator('label', has_text=re.compile('^backward step$')))
+    handle = step.locator('.noUi-handle')
+    handle.focus()
+    for _ in range(2): handle.press('ArrowRight')                       # the slider: to step 4
+    page.wait_for_function(SHOWS, arg=['4', '(200, 100)'])
+    assert step.locator('.widget-readout').text_content() == '4 lin_grad (layer 1)'
+    assert [node(k).get_attribute('data-state') for k in ('x', 'w1', 'b1', 'l1', 'out')] == ['writes'] * 3 + ['reads', 'done']
+    assert page.locator('.widget-button', has_text='next').first.is_disabled()
+    batch = page.locator('.widget-slider', has=page.locator('label', has_text=re.compile('^batch size n$'))).locator('.noUi-handle')
+    batch.focus()
+    batch.press('Home')                                                 # a batch of one
+    page.wait_for_function(SHOWS, arg=['4', '(1, 100)'])
+    assert (node('w1').get_attribute('data-shape'), node('b1').get_attribute('data-shape')) == ('(100, 50)', '(50,)')
+    assert '(100, 1) @ (1, 50) → (100, 50)' in info.text_content() and '(1, 50) summed over its rows → (50,)' in info.text_content()
+    assert info.locator('b.mn-sums').text_content() == 'True'
+    assert page.locator('.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]').count() == 0
     page.close()

@@ -281,7 +281,7 @@ def differences(want:dict, got:dict, skipped=())->list:
 
 # ---- executing the lesson notebooks: once, for nbdev_test's check and for the reproduction -------------------
 
-NOTEBOOKS = [pytest.param(p, id=p.name, marks=pytest.mark.xdist_group(f'notebook {p.name}')) for p in LESSONS]
+NOTEBOOKS = [pytest.param(p, id=p.name) for p in LESSONS]  # one group per notebook: both its tests share its execution
 
 
 @pytest.mark.parametrize('path', NOTEBOOKS)

@@ -11,8 +11,6 @@ import pytest
 
 from conftest import ROOT, repo_files, run
 
-pytestmark = pytest.mark.xdist_group('packaging')  # one worker builds the module's fixtures once (see conftest)
-
 LESSON_MODULES = {'matmul', 'broadcasting', 'init', 'backprop', 'module'}
 
 # Uses every lesson module the way a pip user would, with torch alone.

@@ -28,8 +28,6 @@ CHROMIUM_FLAGS = ['--no-sandbox', '--disable-gpu', '--disable-background-network
 SITE = ROOT/'_site'
 MATH = re.compile(r'\$[^$\s][^$]*\$')  # $...$ or $$...$$ in a notebook's markdown
 
-pytestmark = pytest.mark.xdist_group('site')  # one worker builds the module's fixtures once (see conftest)
-
 WIDGET_CONTROLS = '.jupyter-widgets input, .jupyter-widgets select, .jupyter-widgets button, .jupyter-widgets .noUi-handle'
 
 

@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from conftest import BIN, run
 from mini_nn.init import init_params
 from mini_nn.module import Model, Model2
-from mini_nn.train import (Between, Classifier, CrossEntropy, Quiet, accuracy, batches, cross_entropy, cross_entropy_grad,
+from mini_nn.guards import Between
+from mini_nn.train import (Classifier, CrossEntropy, Quiet, accuracy, batches, cross_entropy, cross_entropy_grad,
                            digits, fit, load_mnist, logsumexp, normalise, sgd_step)
 
 needs_sklearn = pytest.mark.skipif(not importlib.util.find_spec('sklearn'), reason='the train extra (scikit-learn) is not installed')

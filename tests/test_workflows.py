@@ -36,3 +36,14 @@ def test_deploy_workflow_builds_docs_with_quarto_and_publishes_pages():
     text = steps_text('deploy.yaml')
     for step in ['quarto-dev/quarto-actions/setup', 'nbdev_docs', 'upload-pages-artifact', 'deploy-pages']:
         assert step in text, step
+
+
+def test_ci_runs_the_readme_test_command_and_it_runs_each_lesson_once():
+    "`.ci/run` is the README's `make test`; that runs pytest, which executes the lessons (not nbdev_test a second time)."
+    import re
+    ci = [l.strip() for l in (ROOT/'.ci'/'run').read_text().splitlines() if l.strip() and not l.lstrip().startswith('#')]
+    assert ci[-1] == 'exec make test', ci
+    assert re.search(r'^make test\b', (ROOT/'README.md').read_text(), re.M), 'the README names no `make test`'
+    recipe = run('make', '--no-print-directory', '-n', 'test').stdout  # dry run: prints the commands only
+    assert re.search(r'-m pytest tests\b', recipe) and '--dist loadgroup' in recipe, recipe
+    assert 'nbdev_test' not in recipe, 'make test runs nbdev_test: the lessons would be executed twice'

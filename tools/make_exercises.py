@@ -129,13 +129,14 @@ def _names(items:list)->str:
     return items[0] if len(items) == 1 else ', '.join(items[:-1]) + ' and ' + items[-1]
 
 def intro(lesson:str, title:str, exercises:list)->str:
+    count = ['one', 'two', 'three', 'four', 'five', 'six'][len(exercises) - 1] if len(exercises) <= 6 else str(len(exercises))
     return (f"**This is the exercise version of the lesson [{title}](../{lesson}).** The prose and the experiments are the "
-            f"lesson's; in {len(exercises)} place{'s' * (len(exercises) > 1)} you write the code: {_names(exercises)}. Each "
+            f"lesson's; in {count} place{'s' * (len(exercises) > 1)} you write the code: {_names(exercises)}. Each "
             "exercise keeps its signature, its docstring and the `@expects` line that declares what it accepts (the "
             "declaration checks the inputs, so your code need not); its body is a `# TODO` for you to replace. The cell "
-            "under it runs a checker from `mini_nn.check`, which tries your code on a case you can work out by hand, then "
-            "on harder ones, and shows a verdict: how many cases pass, why the first failing one fails, the likely "
-            "mistake, and what already works.\n\n"
+            "under it runs a checker from `mini_nn.check`, which tries your code on a list of cases, from easy to hard, "
+            "and shows a verdict: how many cases pass, why the first failing one fails, the likely mistake, and what "
+            "already works.\n\n"
             "Until you write them, the checks fail: that is expected. The notebook still runs to the end: after each "
             "check, the next cell keeps your version if it passes and otherwise switches to the library's, so the rest of "
             "the lesson works either way. To check your code again, run your cell first, then the check.\n\n"
@@ -166,11 +167,15 @@ def switch_code(by_obj:dict, lib:str, module:str)->str:
 
 # ---- names a dropped check defines --------------------------------------------------------------------------------
 
-def _bound(tree)->set:
-    "Names a cell binds: assignments, `for` and `with` targets, definitions and imports, at any depth."
-    names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, (ast.Store, ast.Del))}
-    names |= {n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))}
-    return names | {(a.asname or a.name).split('.')[0] for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom)) for a in n.names}
+_SCOPES = (ast.Lambda, ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)
+
+def _bound(node)->set:
+    "Names a cell binds in the notebook's namespace: assignments, `for` and `with` targets, definitions and imports."
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)): return {node.name}
+    if isinstance(node, _SCOPES): return set()  # their names are their own
+    if isinstance(node, ast.Name): return {node.id} if isinstance(node.ctx, ast.Store) else set()
+    if isinstance(node, (ast.Import, ast.ImportFrom)): return {(a.asname or a.name).split('.')[0] for a in node.names}
+    return set().union(*map(_bound, ast.iter_child_nodes(node)))
 
 def _free_loads(node)->set:
     "The names `node` reads from the notebook's namespace: a function's parameters and locals do not count."
@@ -181,6 +186,9 @@ def _free_loads(node)->set:
         local = params | {n.id for b in body for n in ast.walk(b) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
         outside = [d for d in a.defaults + a.kw_defaults if d] + getattr(node, 'decorator_list', [])
         return set().union(*map(_free_loads, body)) - local | set().union(*map(_free_loads, outside))
+    if isinstance(node, _SCOPES[1:]):  # a comprehension's targets are its own
+        local = {n.id for g in node.generators for n in ast.walk(g.target) if isinstance(n, ast.Name)}
+        return set().union(*map(_free_loads, ast.iter_child_nodes(node))) - local
     if isinstance(node, ast.Name): return {node.id} if isinstance(node.ctx, ast.Load) else set()
     return set().union(*map(_free_loads, ast.iter_child_nodes(node)))
 
