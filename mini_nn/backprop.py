@@ -8,7 +8,7 @@ __all__ = ['mse', 'mse_grad', 'relu_grad', 'lin_grad', 'forward_and_backward', '
 # %% ../nbs/04_forward_backward.ipynb #9cc62631
 import torch
 from torch import Tensor
-from .guards import expects
+from .guards import expects, Between
 from .init import lin, relu
 
 # %% ../nbs/04_forward_backward.ipynb #caa668e8
@@ -105,7 +105,7 @@ def _scalar(y)->float:
     return float(y)
 
 # %% ../nbs/04_forward_backward.ipynb #f4325788
-@expects(x='...', eps=float)
+@expects(x='...', eps=Between(0))
 def numerical_grad(f,              # a function of one tensor that returns a scalar
                    x:Tensor,       # where to take the gradient (any shape); left unchanged
                    eps:float=1e-6, # the step: each element in turn moves by ±eps

@@ -8,7 +8,7 @@ __all__ = ['BACKWARD_STEPS', 'GRAD_FORMULAS', 'STATE_COLOURS', 'FORWARD_SHOWN', 
            'step_html', 'values_figure', 'BackwardExplorer', 'backward_explorer', 'step_error_figure', 'GradientStats',
            'gradient_stats', 'depth_figure', 'depth_summary', 'GradientExplorer', 'gradient_explorer']
 
-# %% ../nbs/07a_backward_explorer.ipynb #f6000295
+# %% ../nbs/07a_backward_explorer.ipynb #4a849c38
 import html, io, math
 from typing import NamedTuple
 import torch
@@ -26,7 +26,7 @@ try:  # the UI libraries are the optional `widgets` extra; the lesson modules ne
 except ImportError as e:
     raise ImportError('mini_nn.backward_explorer needs ipywidgets and matplotlib: pip install "mini_nn[widgets]"') from e
 
-# %% ../nbs/07a_backward_explorer.ipynb #5ebf35ed
+# %% ../nbs/07a_backward_explorer.ipynb #d77437fa
 class BackwardTrace(NamedTuple):
     "Lesson 04's network after one forward and one backward pass: every tensor of the graph, each with its `.g`."
     x: Tensor     # the input batch, (n, n_in)
@@ -40,7 +40,7 @@ class BackwardTrace(NamedTuple):
     y: Tensor     # the targets, (n,); data, so it gets no .g
     loss: Tensor  # mse(out, y), a 0-d tensor
 
-# %% ../nbs/07a_backward_explorer.ipynb #d4fbba77
+# %% ../nbs/07a_backward_explorer.ipynb #129257e8
 @expects(batch=Int(1), n_in=Int(1), nh=Int(1), seed=Int(0, 2**63 - 1))
 def backward_trace(batch:int=200, # samples in the batch, n
                    n_in:int=100,  # inputs per sample
@@ -56,7 +56,7 @@ def backward_trace(batch:int=200, # samples in the batch, n
     mse_grad(out, y); lin_grad(l2, out, w2, b2); relu_grad(l1, l2); lin_grad(x, l1, w1, b1)
     return BackwardTrace(x, w1, b1, l1, l2, w2, b2, out, y, loss)
 
-# %% ../nbs/07a_backward_explorer.ipynb #c1783607
+# %% ../nbs/07a_backward_explorer.ipynb #81492bea
 BACKWARD_STEPS = (  # lesson 04's backward pass, in order: (the call, whose .g it reads, whose .g it writes, its graph node)
     ('mse_grad(out, y)', 'loss', ('out',), 'mse'),
     ('lin_grad(l2, out, w2, b2)', 'out', ('l2', 'w2', 'b2'), 'lin2'),
@@ -87,7 +87,7 @@ def _edge(a:str, b:str)->tuple:
     if ya < yb: return (xa, ya + ha), (xb + (xa - xb) * 0.4 * (wb / 28), yb - hb)  # from above: into the top
     return (xa + wa, ya), (xb - wb, yb)
 
-# %% ../nbs/07a_backward_explorer.ipynb #d106410b
+# %% ../nbs/07a_backward_explorer.ipynb #7a874c23
 STATE_COLOURS = {'reads': ('#d0e4ff', '#1f5fbf'), 'writes': ('#ffd9b3', '#d9480f'),  # (fill, border)
                  'done': ('#e2f2e2', '#4f8f4f'), 'none': ('#ffffff', '#888888')}
 
@@ -100,7 +100,7 @@ def tensor_states(step:int, # backward steps taken: 0 (the forward pass only) to
         if i == step: states[reads] = 'reads'
     return states
 
-# %% ../nbs/07a_backward_explorer.ipynb #5ac8a8aa
+# %% ../nbs/07a_backward_explorer.ipynb #0f678701
 def _svg_text(x, y, text, size=12, weight='normal', colour='#222', anchor='middle', cls='')->str:
     cls = f' class="{cls}"' if cls else ''
     return (f'<text{cls} x="{x}" y="{y}" text-anchor="{anchor}" font-size="{size}" font-weight="{weight}" '
@@ -117,14 +117,14 @@ def _g_note(name:str, state:str)->str:
     if name == 'loss': return '∂loss/∂loss = 1' if state == 'reads' else ''
     return {'reads': f'reads {name}.g', 'writes': f'writes {name}.g', 'done': f'has {name}.g', 'none': ''}[state]
 
-# %% ../nbs/07a_backward_explorer.ipynb #60fd6bef
+# %% ../nbs/07a_backward_explorer.ipynb #8f75596a
 def graph_svg(shapes:dict, # tensor name -> its shape, for every tensor of the graph
               step:int=0,  # backward steps taken: 0 (the forward pass only) to 4
              )->str:
     "The computation graph as SVG: every tensor with its shape, coloured by what backward step `step` does to its `.g`."
     states = tensor_states(step)
     out = [f'<svg class="mn-graph" xmlns="http://www.w3.org/2000/svg" width="{_GRAPH_W}" height="{_GRAPH_H}" '
-           f'viewBox="0 0 {_GRAPH_W} {_GRAPH_H}" font-family="sans-serif" data-step="{step}"><defs>']
+           f'viewBox="0 0 {_GRAPH_W} {_GRAPH_H}" style="max-width:100%;height:auto" font-family="sans-serif" data-step="{step}"><defs>']
     for name, colour in [('grey', '#999'), ('orange', STATE_COLOURS['writes'][1])]:
         out.append(f'<marker id="mn-{name}" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" '
                    f'orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="{colour}"/></marker>')
@@ -168,7 +168,7 @@ def trace_shapes(T:BackwardTrace)->dict:
     "Every tensor's shape in `T`, by name."
     return {k: tuple(v.shape) for k, v in T._asdict().items()}
 
-# %% ../nbs/07a_backward_explorer.ipynb #a982895d
+# %% ../nbs/07a_backward_explorer.ipynb #827e8503
 def figure_png(fig:Figure)->bytes:
     "`fig` as PNG bytes, to show with `IPython.display.Image` (the explorers draw with no pyplot)."
     buf = io.BytesIO()
@@ -179,7 +179,7 @@ def _log_label(x, pos=None)->str:
     "A log-axis tick label as plain text: '1', '1e-05', '1e+38' (matplotlib's math labels are slow to draw)."
     return '1' if x == 1 else f'1e{round(math.log10(x)):+03d}'
 
-# %% ../nbs/07a_backward_explorer.ipynb #37ab8b31
+# %% ../nbs/07a_backward_explorer.ipynb #f4d3ae68
 def graph_figure(shapes:dict=None, # tensor name -> shape; None: those of `backward_trace()`'s default network
                 )->Figure:
     "The computation graph of lesson 04's network as a matplotlib figure: shapes, the forward pass and the four backward steps."
@@ -213,7 +213,7 @@ def graph_figure(shapes:dict=None, # tensor name -> shape; None: those of `backw
             'each .g has the shape of its tensor.', fontsize=8.5, color='#444', va='center')
     return fig
 
-# %% ../nbs/07a_backward_explorer.ipynb #a58626fa
+# %% ../nbs/07a_backward_explorer.ipynb #8255f2cf
 def _stats(t:Tensor)->str:
     "Mean, std and largest absolute value of `t`, three significant digits each (float64 in: stable digits)."
     std = t.std(correction=1 if t.numel() > 1 else 0)  # one value: std 0, not nan
@@ -229,7 +229,7 @@ def _formula_shapes(T:BackwardTrace, name:str)->str:
             'l1': f'{s("l1")} mask, {s("l2")} values → {s("l1")}', 'x': f'{s("l1")} @ {t("w1")} → {s("x")}',
             'w1': f'{t("x")} @ {s("l1")} → {s("w1")}', 'b1': f'{s("l1")} summed over its rows → {s("b1")}'}[name]
 
-# %% ../nbs/07a_backward_explorer.ipynb #f1f4808c
+# %% ../nbs/07a_backward_explorer.ipynb #bda0cf02
 def batch_sums(T:BackwardTrace, # a backward trace
                layer:int,       # 1 or 2: which layer's weights and bias
               )->tuple:         # (the summed outer products, the summed rows)
@@ -237,14 +237,14 @@ def batch_sums(T:BackwardTrace, # a backward trace
     inp, out = (T.x, T.l1) if layer == 1 else (T.l2, T.out)
     return sum(torch.outer(inp[i], out.g[i]) for i in range(len(inp))), sum(out.g[i] for i in range(len(inp)))
 
-# %% ../nbs/07a_backward_explorer.ipynb #3202e646
+# %% ../nbs/07a_backward_explorer.ipynb #06737155
 def step_html(T:BackwardTrace, # a backward trace
               step:int,        # backward steps taken: 0 (the forward pass only) to 4
              )->str:
     "HTML on backward step `step` of `T`: the call, the `.g` it reads, each `.g` it writes with formula, shapes and statistics."
     n, td = len(T.x), '<td style="padding:0 10px 0 0">'
     if step == 0:
-        return (f'<div class="mn-step" data-step="0" style="line-height:1.4"><b>The forward pass has run</b>: '
+        return (f'<div class="mn-step" data-step="0" data-n="{n}" style="line-height:1.4"><b>The forward pass has run</b>: '
                 f'<code>l1 = lin(x, w1, b1)</code>, <code>l2 = relu(l1)</code>, <code>out = lin(l2, w2, b2)</code>, '
                 f'<code>loss = mse(out, y)</code> = {T.loss.item():.3g}, for a batch of n = {n}.<br>No tensor has a '
                 '<code>.g</code> yet. The backward pass starts at the loss: move to step 1.</div>')
@@ -278,11 +278,11 @@ def step_html(T:BackwardTrace, # a backward trace
         notes.append(f'{why} Their shapes, {_shape(getattr(T, w).shape)} and {_shape(getattr(T, b).shape)}, do not depend on n. '
                      f'Added up one sample at a time, the shares give the same <code>{w}.g</code> and <code>{b}.g</code>: '
                      f'<b class="mn-sums">{same}</b>.')
-    return (f'<div class="mn-step" data-step="{step}" style="line-height:1.4"><b>Step {step} of 4: <code>{call}</code></b><br>'
+    return (f'<div class="mn-step" data-step="{step}" data-n="{n}" style="line-height:1.4"><b>Step {step} of 4: <code>{call}</code></b><br>'
             f'reads {read}<table style="margin:4px 0;border-collapse:collapse">{head}{rows}</table>'
             + '<br>'.join(notes) + '</div>')
 
-# %% ../nbs/07a_backward_explorer.ipynb #3326c394
+# %% ../nbs/07a_backward_explorer.ipynb #bfff2ba9
 FORWARD_SHOWN = ('x', 'l1', 'l2', 'out')  # the tensors values_figure shows at step 0
 
 def values_figure(T:BackwardTrace, # a backward trace
@@ -308,7 +308,7 @@ def values_figure(T:BackwardTrace, # a backward trace
     fig.subplots_adjust(left=0.01, right=0.99, top=0.88, bottom=0.04, wspace=0.12)
     return fig
 
-# %% ../nbs/07a_backward_explorer.ipynb #18f5914f
+# %% ../nbs/07a_backward_explorer.ipynb #d9fb52a7
 STEP_LABELS = ['0 forward only'] + [f'{i} {call.split("(")[0]}' + (f' (layer {3 - i // 2})' if 'lin' in call else '')
                                     for i, (call, *_) in enumerate(BACKWARD_STEPS, 1)]
 
@@ -348,7 +348,7 @@ class BackwardExplorer(W.VBox):
         self.figure = values_figure(self.trace, s)
         self.values.value = figure_png(self.figure)
 
-# %% ../nbs/07a_backward_explorer.ipynb #5c18fec3
+# %% ../nbs/07a_backward_explorer.ipynb #715168b7
 @expects(batch=Int(1), step=Int(0, 4), n_in=Int(1, 500), nh=Int(1, 500), seed=Int(0, 2**63 - 1), max_batch=Int(1, 1000))
 def backward_explorer(batch:int=200,    # the starting batch size (1 to `max_batch`)
                       step:int=1,       # the starting step: 0 (the forward pass only) to 4
@@ -360,7 +360,7 @@ def backward_explorer(batch:int=200,    # the starting batch size (1 to `max_bat
     "A widget walking lesson 04's backward pass one function at a time: which `.g` each step reads and writes, and why."
     return BackwardExplorer(batch, step, n_in, nh, seed, max_batch)
 
-# %% ../nbs/07a_backward_explorer.ipynb #6c93d0e5
+# %% ../nbs/07a_backward_explorer.ipynb #3a1fcec5
 def step_error_figure(steps:list,  # the steps eps tried
                       errors:dict, # label -> the largest error of numerical_grad at each step
                      )->Figure:
@@ -382,7 +382,7 @@ def step_error_figure(steps:list,  # the steps eps tried
     fig.subplots_adjust(left=0.1, right=0.7, top=0.95, bottom=0.14)
     return fig
 
-# %% ../nbs/07a_backward_explorer.ipynb #c9537565
+# %% ../nbs/07a_backward_explorer.ipynb #1f547646
 class GradientStats(NamedTuple):
     "The scale of the gradients at every layer of `gradient_stats`' experiment."
     grad_std: Tensor    # float64, n_layers+1: entry i is the std of the gradient of layer i's output (0: the input's); n_layers is the top
@@ -390,7 +390,7 @@ class GradientStats(NamedTuple):
     first_nonfinite: int|None  # going down from the top, the first layer whose gradient holds inf or nan; None if none does
     forward_nonfinite: int|None  # the first layer whose activations, in the forward pass, hold inf or nan; None if none does
 
-# %% ../nbs/07a_backward_explorer.ipynb #1f7afd51
+# %% ../nbs/07a_backward_explorer.ipynb #397d5ff1
 @expects(n_layers=Int(1, 500), width=Int(1), relu=bool, batch=Int(1), seed=Int(0, 2**64 - 1), dtype=torch.dtype)
 def gradient_stats(n_layers:int=50,  # how many layers, 1 to 500
                    width:int=100,    # inputs and outputs of every layer
@@ -420,7 +420,7 @@ def gradient_stats(n_layers:int=50,  # how many layers, 1 to 500
     return GradientStats(grads, torch.stack([std(w.g) for _, w, _, _ in layers]), bad[0] if bad else None,
                          forward[0] if forward else None)
 
-# %% ../nbs/07a_backward_explorer.ipynb #498e3a70
+# %% ../nbs/07a_backward_explorer.ipynb #d65e627e
 GRAD_INITS = {'plain': 'plain randn', 'lecun': '1/√n', 'kaiming': '√(2/n)  Kaiming'}
 _INIT_STYLE = {'plain': ('#d62728', 'o-'), 'lecun': ('#1f77b4', 's-'), 'kaiming': ('#2ca02c', '^-')}
 
@@ -451,7 +451,7 @@ def _plot_depth(ax, results:dict, quantity:str='grad_std'):
     ax.axhline(1, ls=':', color='grey', lw=1)
     ax.set_xlabel('layer (0 = the input; the gradient enters at the right)', fontsize=8)
 
-# %% ../nbs/07a_backward_explorer.ipynb #3f526a4b
+# %% ../nbs/07a_backward_explorer.ipynb #3b56af66
 def depth_figure(results:dict,             # (init, relu) -> GradientStats
                  quantity:str='grad_std',  # 'grad_std': the gradient at each layer; 'weight_std': each layer's w.g
                 )->Figure:
@@ -467,7 +467,7 @@ def depth_figure(results:dict,             # (init, relu) -> GradientStats
     fig.subplots_adjust(left=0.07, right=0.84, top=0.9, bottom=0.14, wspace=0.22)
     return fig
 
-# %% ../nbs/07a_backward_explorer.ipynb #2c9b2b88
+# %% ../nbs/07a_backward_explorer.ipynb #3788a4a8
 def depth_summary(results:dict,  # init -> GradientStats, for one activation
                  )->str:
     "A line of HTML per initialisation: where the gradient became inf/nan or 0, or its average factor per layer."
@@ -488,7 +488,7 @@ def depth_summary(results:dict,  # init -> GradientStats, for one activation
         out.append(f'<div class="mn-depth" data-init="{init}"><b>{html.escape(name)}</b>: {text}</div>')
     return '<div style="line-height:1.4">' + ''.join(out) + '</div>'
 
-# %% ../nbs/07a_backward_explorer.ipynb #e27d933f
+# %% ../nbs/07a_backward_explorer.ipynb #f8f3f862
 class GradientExplorer(W.VBox):
     "The gradients-through-depth explorer: `gradient_stats` for three initialisations, redrawn when a setting changes."
     def __init__(self, n_layers:int=30, width:int=100, relu:bool=True, seed:int=0, max_layers:int=100, max_width:int=500):
@@ -526,7 +526,7 @@ class GradientExplorer(W.VBox):
         self.figure, self.plot.value = fig, figure_png(fig)
         self.summary.value = depth_summary(self.results)
 
-# %% ../nbs/07a_backward_explorer.ipynb #1406acda
+# %% ../nbs/07a_backward_explorer.ipynb #42dffc48
 @expects(n_layers=Int(1, 500), width=Int(1), relu=bool, seed=Int(0, 2**63 - 1), max_layers=Int(1, 500), max_width=Int(1, 5000))
 def gradient_explorer(n_layers:int=30,    # the starting number of layers (1 to `max_layers`)
                       width:int=100,      # the starting width of every layer

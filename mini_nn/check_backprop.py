@@ -67,7 +67,7 @@ def _cases(inputs:list, case, run, who:str, names:str)->list:
     return [Case(x[0], (lambda i=i: case(run, who, i)), descs(**dict(zip(names.split(), x[1:-1]))), x[-1]) for i, x in enumerate(inputs)]
 
 def check_mse_grad(mse_grad, # your `mse_grad(inp, targ)`, lesson 04
-                  )->'Verdict':
+                  ):
     "Check that your `mse_grad` sets `inp.g`, the gradient of the mean squared error, as autograd would."
     if (v := not_yours('check_mse_grad', 'mse_grad', mse_grad, 'backprop')) is not None: return v
     run = lambda inp, targ: call('mse_grad(inp, targ)', mse_grad, inp, targ)
@@ -109,7 +109,7 @@ def _relu_case(run, who:str, i:int):
 
 # %% ../nbs/09e_check_backprop.ipynb #c66b80a8
 def check_relu_grad(relu_grad, # your `relu_grad(inp, out)`, lesson 04
-                   )->'Verdict':
+                   ):
     "Check that your `relu_grad` sets `inp.g` from `out.g`, as autograd does for `torch.relu`."
     if (v := not_yours('check_relu_grad', 'relu_grad', relu_grad, 'backprop')) is not None: return v
     def run(inp, g):
@@ -171,7 +171,7 @@ def _lin_case(run, who:str, i:int):
         grad_matches(who, f"{which}.g", t, want, lambda got, which=which: diagnose(got, _lin_mistakes(which, inp, w, b, out, g)), returned)
 
 def check_lin_grad(lin_grad, # your `lin_grad(inp, out, w, b)`, lesson 04
-                  )->'Verdict':
+                  ):
     "Check that your `lin_grad` sets `inp.g`, `w.g` and `b.g` for `out = inp @ w + b`, as autograd would."
     if (v := not_yours('check_lin_grad', 'lin_grad', lin_grad, 'backprop')) is not None: return v
     def run(inp, w, b, g):
@@ -248,7 +248,7 @@ def _net_case(run, who:str, i:int):
 
 # %% ../nbs/09e_check_backprop.ipynb #300ac44b
 def check_forward_and_backward(forward_and_backward, # your `forward_and_backward(inp, targ, w1, b1, w2, b2)`, lesson 04
-                              )->'Verdict':
+                              ):
     "Check your `forward_and_backward`: the loss it returns, and the gradients it sets on the input and the four parameters."
     if (v := not_yours('check_forward_and_backward', 'forward_and_backward', forward_and_backward, 'backprop')) is not None: return v
     who = 'forward_and_backward(inp, targ, w1, b1, w2, b2)'

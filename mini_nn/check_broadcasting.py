@@ -74,7 +74,7 @@ def _storage_case(fn, i:int):
 
 # %% ../nbs/09c_check_broadcasting.ipynb #b7cd01e1
 def check_storage_index(storage_index, # your `storage_index(t)`, lesson 02
-                       )->'Verdict':
+                       ):
     "Check your `storage_index` against `torch.as_strided` on contiguous, sliced, transposed, stride-0 and 0-d tensors."
     if (v := not_yours('check_storage_index', 'storage_index', storage_index, 'broadcasting')) is not None: return v
     inputs = lambda ts: '; '.join(desc('t', t) + (f", offset {t.storage_offset()}" if t.storage_offset() else '') for t in ts)
@@ -157,7 +157,7 @@ def _broadcast_clashes(fn):
 
 # %% ../nbs/09c_check_broadcasting.ipynb #57bced17
 def check_broadcast_shapes(broadcast_shapes, # your `broadcast_shapes(*shapes)`, lesson 02
-                          )->'Verdict':
+                          ):
     "Check your `broadcast_shapes` against `torch.broadcast_shapes`, on shapes that broadcast and shapes that clash."
     if (v := not_yours('check_broadcast_shapes', 'broadcast_shapes', broadcast_shapes, 'broadcasting')) is not None: return v
     shown = lambda args_list: '; '.join(', '.join(map(repr, a)) for a in args_list)

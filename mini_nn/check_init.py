@@ -5,12 +5,12 @@
 # %% auto #0
 __all__ = ['check_kaiming_init']
 
-# %% ../nbs/09d_check_init.ipynb #b6705266
+# %% ../nbs/09d_check_init.ipynb #e0096b3c
 import math
 import torch
 from .check_core import Case, Fail, call, not_yours, run_cases, shape_and_dtype
 
-# %% ../nbs/09d_check_init.ipynb #5acd7774
+# %% ../nbs/09d_check_init.ipynb #fe3700b3
 def _kaiming_std(n_in:int)->float: return math.sqrt(2 / n_in)
 
 def _spread_mistakes(n_in:int, n_out:int)->list:
@@ -24,16 +24,16 @@ def _spread_mistakes(n_in:int, n_out:int)->list:
         (1 / s, "the weights were divided by the scale instead of multiplied by it"),
     ]
 
-def _spread(w, n_in:int, n_out:int, tol:float):
-    "Raise `Fail` unless the standard deviation of `w` is Kaiming's, within `tol` (relative), and the mean about 0."
-    s, got = _kaiming_std(n_in), float(w.double().std())
-    mean = float(w.double().mean())
+def _spread(w, n_in:int, n_out:int):
+    "Raise `Fail` unless the standard deviation of `w` is Kaiming's and the mean about 0, each within 5 standard errors."
+    s, got, mean = _kaiming_std(n_in), float(w.double().std()), float(w.double().mean())
+    tol = max(0.03, 5 / math.sqrt(2 * w.numel()))  # the standard error of a standard deviation is about s / sqrt(2N)
     if abs(got / s - 1) > tol:
         hint = next((h for spread, h in _spread_mistakes(n_in, n_out) if abs(got / spread - 1) < 2 * tol),
                     f"the weights' standard deviation is {got / s:.2f} times the right one for a layer followed by ReLU")
         raise Fail(f"the weights have the wrong spread: their standard deviation is {got:.3g}", [('expected', f"{s:.3g} (within {tol:.0%})")], hint=hint)
-    if abs(mean) > 0.05 * s:
-        raise Fail(f"the weights' mean is {mean:.3g}, not about 0", [('expected', f"a mean within {0.05 * s:.2g} of 0")],
+    if abs(mean) > 5 * s / math.sqrt(w.numel()):  # 5 standard errors of the mean
+        raise Fail(f"the weights' mean is {mean:.3g}, not about 0", [('expected', f"a mean within {5 * s / math.sqrt(w.numel()):.2g} of 0")],
                    hint="Kaiming's weights are centred on 0: normal numbers with mean 0")
 
 def _shape_fail(f:Fail, w, n_in:int, n_out:int):
@@ -43,7 +43,7 @@ def _shape_fail(f:Fail, w, n_in:int, n_out:int):
         f.hint = "(n_out, n_in) is PyTorch's layout; ours is (n_in, n_out), so that a layer computes x @ w"
     elif f.kind == 'dtype': f.hint = "the weights should be float32, torch's default: the random functions give it unless told otherwise"
 
-# %% ../nbs/09d_check_init.ipynb #af15090e
+# %% ../nbs/09d_check_init.ipynb #5b876931
 def _normal(w, n_in:int):
     "Raise `Fail` unless the share of `w` beyond 2 standard deviations is a normal distribution's, about 4.6%."
     share = float((w.double().abs() > 2 * _kaiming_std(n_in)).double().mean())
@@ -52,7 +52,7 @@ def _normal(w, n_in:int):
                    hint=("uniform numbers (torch.rand) never reach two standard deviations: draw normal ones" if share < 0.01
                          else "these are not normally distributed numbers"))
 
-# %% ../nbs/09d_check_init.ipynb #791a88b1
+# %% ../nbs/09d_check_init.ipynb #fe9281e0
 def _gen(seed:int)->torch.Generator: return torch.Generator().manual_seed(seed)
 
 def _uses_generator(fn):
@@ -77,7 +77,7 @@ def _uses_global(fn):
     if not torch.equal(ws[0], ws[1]): raise Fail("torch.manual_seed(0) twice gave different weights", hint=hint)
     if torch.equal(ws[0], ws[2]): raise Fail("torch.manual_seed(0) and torch.manual_seed(1) gave the same weights", hint=hint)
 
-# %% ../nbs/09d_check_init.ipynb #330a0167
+# %% ../nbs/09d_check_init.ipynb #dcfde629
 def _weights(fn, n_in:int, n_out:int, seed:int):
     "`fn(n_in, n_out, generator)`, checked to be a float32 `(n_in, n_out)` tensor."
     w = call(f"kaiming_init({n_in}, {n_out}, generator)", fn, n_in, n_out, _gen(seed))
@@ -86,15 +86,15 @@ def _weights(fn, n_in:int, n_out:int, seed:int):
     return w
 
 def check_kaiming_init(kaiming_init, # your `kaiming_init(n_in, n_out, generator=None)`, lesson 03
-                      )->'Verdict':
+                      ):
     "Check your `kaiming_init`: shape, dtype, spread and distribution of the weights, and the generator they come from."
     if (v := not_yours('check_kaiming_init', 'kaiming_init', kaiming_init, 'init')) is not None: return v
     f = kaiming_init
     cases = [
         Case('shape (n_in, n_out) and float32', lambda: _weights(f, 3, 2, 0), 'n_in = 3, n_out = 2'),
-        Case('the spread for a layer followed by ReLU', lambda: _spread(_weights(f, 200, 300, 3), 200, 300, 0.03), 'n_in = 200, n_out = 300'),
+        Case('the spread for a layer followed by ReLU', lambda: _spread(_weights(f, 200, 300, 3), 200, 300), 'n_in = 200, n_out = 300'),
         Case('normal numbers', lambda: _normal(_weights(f, 200, 300, 4), 200), 'n_in = 200, n_out = 300'),
-        Case('one output', lambda: _spread(_weights(f, 784, 1, 5), 784, 1, 0.1), 'n_in = 784, n_out = 1'),
+        Case('one output', lambda: _spread(_weights(f, 784, 1, 5), 784, 1), 'n_in = 784, n_out = 1'),
         Case('draws from the generator it is given', lambda: _uses_generator(f), 'n_in = 100, n_out = 50'),
         Case("no generator: torch's global one", lambda: _uses_global(f), 'n_in = 50, n_out = 20'),
     ]

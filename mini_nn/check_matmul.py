@@ -87,22 +87,22 @@ def _check_matmul(matmul, exercise:str, checker:str):
 
 # %% ../nbs/09b_check_matmul.ipynb #f83b1fde
 def check_matmul(matmul, # any function `matmul(a, b)` that should return `a @ b`
-                )->'Verdict':
+                ):
     "Check a matrix product `matmul(a, b)` against `a @ b` on hand-checkable, random, edge-case and strided inputs."
     name = getattr(matmul, '__name__', 'matmul')
     return _check_matmul(matmul, name if name.isidentifier() else 'matmul', 'check_matmul')
 
 def check_matmul_loops(matmul_loops, # your `matmul_loops(a, b)`, lesson 01
-                      )->'Verdict':
+                      ):
     "Check your `matmul_loops` (three nested loops) against `a @ b`."
     return _check_matmul(matmul_loops, 'matmul_loops', 'check_matmul_loops')
 
 def check_matmul_elementwise(matmul_elementwise, # your `matmul_elementwise(a, b)`, lesson 01
-                            )->'Verdict':
+                            ):
     "Check your `matmul_elementwise` (two loops, an elementwise product and a sum) against `a @ b`."
     return _check_matmul(matmul_elementwise, 'matmul_elementwise', 'check_matmul_elementwise')
 
 def check_matmul_broadcast(matmul_broadcast, # your `matmul_broadcast(a, b)`, lesson 01
-                          )->'Verdict':
+                          ):
     "Check your `matmul_broadcast` (one loop, by broadcasting) against `a @ b`."
     return _check_matmul(matmul_broadcast, 'matmul_broadcast', 'check_matmul_broadcast')

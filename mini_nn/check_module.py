@@ -31,7 +31,7 @@ def _forward(what:str, f, *args):
 
 # %% ../nbs/09f_check_module.ipynb #0ef7c65d
 def check_relu_backward(Relu, # your `Relu` class (lesson 05), whose `backward` you wrote
-                       )->'Verdict':
+                       ):
     "Check your `Relu.backward`: after `out = layer(inp)` and setting `out.g`, it must set `inp.g` as autograd would."
     cls = _layer_class('check_relu_backward', 'Relu.backward', Relu)
     if not isinstance(cls, type): return cls
@@ -43,7 +43,7 @@ def check_relu_backward(Relu, # your `Relu` class (lesson 05), whose `backward` 
     return run_cases('Relu.backward', _cases(_relu_inputs(), _relu_case, run, 'Relu.backward()', 'inp out.g'))
 
 def check_lin_backward(Lin, # your `Lin` class (lesson 05), whose `backward` you wrote
-                      )->'Verdict':
+                      ):
     "Check your `Lin.backward`: after `out = Lin(w, b)(inp)` and setting `out.g`, it must set `inp.g`, `w.g` and `b.g` as autograd would."
     cls = _layer_class('check_lin_backward', 'Lin.backward', Lin)
     if not isinstance(cls, type): return cls
@@ -55,7 +55,7 @@ def check_lin_backward(Lin, # your `Lin` class (lesson 05), whose `backward` you
     return run_cases('Lin.backward', _cases(_lin_inputs(), _lin_case, run, 'Lin.backward()', 'inp w b out.g'))
 
 def check_mse_backward(Mse, # your `Mse` class (lesson 05), whose `backward` you wrote
-                      )->'Verdict':
+                      ):
     "Check your `Mse.backward`: after `loss = layer(inp, targ)`, it must set `inp.g` as autograd would."
     cls = _layer_class('check_mse_backward', 'Mse.backward', Mse)
     if not isinstance(cls, type): return cls
@@ -67,7 +67,7 @@ def check_mse_backward(Mse, # your `Mse` class (lesson 05), whose `backward` you
 
 # %% ../nbs/09f_check_module.ipynb #ca7f3beb
 def check_model_backward(Model, # your `Model` class (lesson 05), whose `backward` you wrote
-                        )->'Verdict':
+                        ):
     "Check your `Model.backward`: after `loss = Model(w1, b1, w2, b2)(inp, targ)`, it must set `.g` on the input and the four parameters."
     cls = _layer_class('check_model_backward', 'Model.backward', Model)
     if not isinstance(cls, type): return cls

@@ -58,7 +58,7 @@ def _sgd_case(fn, i:int):
 
 # %% ../nbs/09g_check_train.ipynb #d3f354f6
 def check_sgd_step(sgd_step, # your `sgd_step(params, lr)`, lesson 05a
-                  )->'Verdict':
+                  ):
     "Check your `sgd_step`: each parameter moves in place by `lr` times its gradient `.g`, against it, and the gradients stay as they were."
     if (v := not_yours('check_sgd_step', 'sgd_step', sgd_step, 'train')) is not None: return v
     shown = lambda ps, gs, lr: descs(**{f"params[{j}]": p for j, p in enumerate(ps)}) + f", lr = {lr}"
@@ -109,7 +109,7 @@ def _ce_case(fn, i:int):
 
 # %% ../nbs/09g_check_train.ipynb #027e8963
 def check_cross_entropy_grad(cross_entropy_grad, # your `cross_entropy_grad(logits, targ)`, lesson 05a
-                            )->'Verdict':
+                            ):
     "Check that your `cross_entropy_grad` sets `logits.g`, the gradient of the mean cross-entropy, as autograd would."
     if (v := not_yours('check_cross_entropy_grad', 'cross_entropy_grad', cross_entropy_grad, 'train')) is not None: return v
     return run_cases('cross_entropy_grad', [Case(label, (lambda i=i: _ce_case(cross_entropy_grad, i)), descs(logits=logits, targ=targ), hint)

@@ -5,7 +5,8 @@
 # %% auto #0
 __all__ = ['STRIDE_OPS', 'EXPANDS', 'F32_MAX', 'INITS', 'cell_colour', 'grid_html', 'storage_html', 'stride_view', 'layout_html',
            'StrideExplorer', 'parse_ints', 'stride_explorer', 'expand_html', 'broadcast_html', 'ExpandExplorer',
-           'expand_explorer', 'blowup_figure', 'blowup_summary', 'BlowupExplorer', 'blowup_explorer']
+           'expand_explorer', 'blowup_figure', 'blowup_summary', 'BlowupExplorer', 'blowup_explorer',
+           'backward_explorer', 'gradient_explorer']
 
 # %% ../nbs/07_widgets.ipynb #5396adc8
 import colorsys, html, io, math, re
@@ -531,3 +532,9 @@ def blowup_explorer(n_layers:int=50,   # the starting number of layers (1 to `ma
                    )->BlowupExplorer:
     "A widget plotting how activations grow, shrink or stay steady through random layers, for the settings you pick."
     return BlowupExplorer(n_layers, width, init, relu, seed=seed, max_layers=max_layers, max_width=max_width)
+
+# %% ../nbs/07_widgets.ipynb #766ae26b
+from .backward_explorer import backward_explorer, gradient_explorer
+
+# %% ../nbs/07_widgets.ipynb #ff7e6c69
+_all_ = ['backward_explorer', 'gradient_explorer']

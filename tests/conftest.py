@@ -56,11 +56,18 @@ def lesson_notebooks()->list:
     return [Path(f) for f in sorted(files) if _keep_file(Path(f), '.notest')]
 
 
+def execute_nbs():
+    "tools/execute_nbs.py, the tool that computes the committed outputs, as a module."
+    if str(ROOT/'tools') not in sys.path: sys.path.insert(0, str(ROOT/'tools'))
+    import execute_nbs
+    return execute_nbs
+
+
 class LessonRuns:
     """Each lesson executed at most once, as `nbdev_test` runs it, by tools/execute_nbs.py in a fresh kernel whose
     working directory is a copy of nbs/. `runs(path)` is `(executed notebook as a dict, None)` or `(None, error)`.
     Without xdist the first request starts every lesson the session's tests ask for, two at a time, heaviest first;
-    with it, each worker runs the ones its tests ask for (the tests of one notebook share an xdist_group)."""
+    with it, each worker runs the ones its tests ask for (the tests of one notebook form one group, below)."""
     def __init__(self, tmp:Path, prefetch:list=(), workers:int=2):
         self.tmp, self.work = tmp, tmp/'nbs'
         shutil.copytree(NBS, self.work, ignore=shutil.ignore_patterns('.ipynb_checkpoints'))
@@ -69,11 +76,12 @@ class LessonRuns:
 
     def _execute(self, path:Path, fut:Future):
         with self.slots:
-            out = self.tmp/f'executed_{path.name}'
-            res = run(sys.executable, ROOT/'tools'/'execute_nbs.py', '--as-nbdev-test', '--cwd', self.work,
-                      '--out', out, self.work/path.name, check=False)
-            fut.set_result((json.loads(out.read_text()), None) if res.returncode == 0 else
-                           (None, (res.stdout + res.stderr)[-6000:]))
+            try:
+                out = self.tmp/f'executed_{path.name}'
+                execute_nbs().execute(self.work/path.name, cwd=self.work, dest=out, as_nbdev_test=True)
+                fut.set_result((json.loads(out.read_text()), None))
+            except BaseException as e:  # CellExecutionError carries the cell and its traceback
+                fut.set_result((None, f'{type(e).__name__}: {e}'[-6000:]))
 
     def __call__(self, path:Path)->tuple:
         with self.lock:
@@ -107,15 +115,17 @@ LESSON_TEST = re.compile(r'^tests/test_notebook_hygiene\.py::test_lesson_\w+\[(?
 
 # Rough seconds on a quiet 2-core machine (from `--durations`), for ordering only: a wrong figure costs balance,
 # never a check. A group's figure is the whole group's; other tests default to 0 and run last, spread over workers.
-GROUP_COST = {'site': 55, 'packaging': 30, 'browser': 25, 'notebook 03_init.ipynb': 30,
-              'notebook 04_forward_backward.ipynb': 22, 'notebook 01_matmul.ipynb': 12,
-              'notebook 06_fast_matmul.ipynb': 12, 'notebook 07_widgets.ipynb': 10, 'notebook 08_bench.ipynb': 8}
-ITEM_COST = {'tests/test_exercises.py::test_the_exercise_notebooks_run_*': 16,
-             'tests/test_fast_matmul.py::test_bench_quick_*': 11, 'tests/test_widgets.py::test_blowup_*': 8,
-             'tests/test_fast_matmul.py::test_compiled_kernels_are_loaded_*': 5,
+GROUP_COST = {'browser': 45, 'site': 45, 'packaging': 6, 'notebook 08_bench.ipynb': 65,
+              'notebook 07a_backward_explorer.ipynb': 24, 'notebook 06_fast_matmul.ipynb': 15,
+              'notebook 05a_train.ipynb': 13, 'notebook 07_widgets.ipynb': 11, 'notebook 01_matmul.ipynb': 8,
+              'notebook 09e_check_backprop.ipynb': 7, 'notebook 05b_train_ui.ipynb': 6}
+ITEM_COST = {'tests/test_backward_explorer.py::test_gradient_explorer_controls': 30,
+             'tests/test_exercises.py::test_the_exercise_notebooks_run_*': 18,
+             'tests/test_fast_matmul.py::test_bench_quick_*': 15, 'tests/test_bench.py::test_the_command_runs_*': 10,
+             'tests/test_widgets.py::test_blowup_*': 5, 'tests/test_fast_matmul.py::test_compiled_kernels_are_loaded_*': 6,
              'tests/test_notebook_hygiene.py::test_the_comparison_catches_*_in_executed_*': 6,
-             'tests/test_nbdev_sync.py::*': 4, 'tests/test_workflows.py::*': 2}
-DEFAULT_GROUP_COST = 5
+             'tests/test_nbdev_sync.py::*': 4, 'tests/test_lab_security.py::*': 4, 'tests/test_workflows.py::*': 2}
+DEFAULT_GROUP_COST = 3
 
 
 def group_of(nodeid:str)->str:

@@ -10,30 +10,30 @@ the committed ones (which `make export` computed in another fresh kernel): two r
 and outputs current.
 
 "Agree" is read as a reader would: after `nbdev_clean`'s cleaning, widget UUIDs and memory addresses normalised,
-text is compared as words and numbers. Words and integers must be equal; whitespace between them may differ (a
-tensor's column padding). A float agrees when the two shown values could be roundings of numbers within the
-relative tolerance of their dtype: float32 (torch's default; tensors without a `dtype=` and values that are
-float32 numbers widened to Python floats) 1e-5, float16/bfloat16 1e-2, float64 1e-12; so the last shown digit may
-land either side of a rounding boundary, but a changed result, a missing output or a missing seed is caught
-(`test_the_comparison_catches_*` show it). Images and widget views are compared exactly. Not compared: cells with
-a `#| timing` directive (their output depends on the clock) and the cells nbdev_test skips.
+text (streams, text/plain with tensors' reprs, markdown, HTML) is compared as words and numbers. Words and integers
+must be equal; whitespace between them may differ (a tensor's column padding). Floats must agree within the
+relative tolerance of their dtype: float32 (torch's default: tensors without a `dtype=`, and short Python floats
+or float32 numbers widened to Python floats) 1e-5, float16/bfloat16 1e-2, float64 (tensors that say so, long
+Python floats that are no float32 number) 1e-12. Where a value is shown rounded (a tensor's 4 decimals, or any
+number of 4 or more significant digits) the two shown values need only be roundings of numbers that agree: the
+last digit may land on either side of a rounding boundary. A shorter number ('3.5', '0.82') is taken as exact.
+So a changed result, a missing or extra output and a missing seed are caught, rounding noise of printed results is
+not (`test_the_comparison_*` show both), and noise printed as such (an error of 4.7e-07) still is: show a bound.
+Images and widget views are compared exactly. Not compared: cells with a `#| timing` directive (their output
+depends on the clock) and the cells nbdev_test skips.
 """
 import ast
 import json
 import re
-import shutil
-import sys
-import math
 import struct
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, lesson_notebooks, run
+from conftest import ROOT, execute_nbs, lesson_notebooks
 
-sys.path.insert(0, str(ROOT/'tools'))
-from execute_nbs import nbdev_test_plan  # noqa: E402
+nbdev_test_plan = execute_nbs().nbdev_test_plan
 
 NBS = ROOT/'nbs'
 COMMITTED = sorted(NBS.glob('*.ipynb')) + sorted((NBS/'exercises').glob('*.ipynb'))
@@ -312,7 +312,8 @@ def test_lesson_reproduces_its_committed_outputs(path, lesson_runs):
 # ---- the comparison's self-test ---------------------------------------------------------------------------
 
 def synthetic(*cells)->dict:
-    return {'cells': [{'cell_type': 'code', 'source': s, 'metadata': {}, 'outputs': o} for s, o in cells],
+    return {'cells': [{'cell_type': 'code', 'id': f'c{i}', 'source': s, 'metadata': {}, 'outputs': o, 'execution_count': None}
+                      for i, (s, o) in enumerate(cells)],
             'metadata': {}, 'nbformat': 4, 'nbformat_minor': 5}
 
 
@@ -381,7 +382,7 @@ def test_the_comparison_catches_a_changed_number_a_missing_output_and_a_missing_
     src.write_text(json.dumps(synthetic(*[(s, []) for s in SELF_TEST])))
     def execute(n):
         out = tmp_path/f'run{n}.ipynb'
-        run(sys.executable, ROOT/'tools'/'execute_nbs.py', '--as-nbdev-test', '--cwd', tmp_path, '--out', out, src)
+        execute_nbs().execute(src, cwd=tmp_path, dest=out, as_nbdev_test=True)
         return clean(load(out))
     with ThreadPoolExecutor(2) as pool: first, second = pool.map(execute, [1, 2])
     skipped = nbdev_test_plan(src)[1]

@@ -3,6 +3,7 @@ import ast
 import configparser
 import re
 import shutil
+import subprocess
 import sys
 import zipfile
 from pathlib import Path
@@ -182,23 +183,51 @@ def test_the_import_parser_sees_imports_in_try_blocks(tmp_path):
     assert third_party_imports(src) == {'torch', 'numpy'}
 
 
+def torch_and_what_it_requires()->list:
+    "The installed distributions of torch and, recursively, of what it requires (on this platform), from their metadata."
+    from importlib.metadata import distribution
+    from packaging.requirements import Requirement
+    found, todo = {}, ['torch']
+    while todo:
+        d = distribution(todo.pop())
+        name = re.sub(r'[-_.]+', '-', d.metadata['Name']).lower()
+        if name in found: continue
+        found[name] = d
+        reqs = [Requirement(r) for r in d.requires or []]
+        todo += [r.name for r in reqs if not r.marker or r.marker.evaluate({'extra': ''})]
+    return list(found.values())
+
+
+def pip(py, *args)->subprocess.CompletedProcess:
+    "The test environment's pip acting on the environment of interpreter `py` (which has no pip of its own)."
+    return run(sys.executable, '-m', 'pip', '--python', py, *args)
+
+
 @pytest.fixture(scope='module')
 def torch_only_venv(dists, tmp_path_factory):
-    "A fresh venv holding the wheel and torch (the version of the test environment), nothing else."
+    """A fresh venv holding torch (the test environment's, with what it requires) and the wheel, installed by pip, and
+    nothing else. torch is linked in, not unpacked again (that took 20-50 s): its files and metadata, as pip installed
+    them, so that pip sees it installed when it resolves the wheel's requirements."""
     _, wheel = dists
     venv = tmp_path_factory.mktemp('venv')/'venv'
-    run(sys.executable, '-m', 'venv', venv)
+    run(sys.executable, '-m', 'venv', '--without-pip', venv)
     py = venv/'bin'/'python'
-    torch_version = run(sys.executable, '-c', 'import torch; print(torch.__version__.split("+")[0])').stdout.strip()
-    run(py, '-m', 'pip', 'install', '--quiet', f'torch=={torch_version}', wheel)
+    site = Path(run(py, '-c', 'import sysconfig; print(sysconfig.get_path("purelib"))').stdout.strip())
+    for dist in torch_and_what_it_requires():
+        for top in {Path(str(f)).parts[0] for f in dist.files if not str(f).startswith('..')} - {'__pycache__'}:
+            if not (site/top).exists(): (site/top).symlink_to(Path(dist.locate_file(top)))
+    pip(py, 'install', '--quiet', wheel)
     return py
 
 
 def test_a_pip_user_with_torch_alone_can_use_every_lesson(torch_only_venv, tmp_path):
     py = torch_only_venv
-    installed = run(py, '-m', 'pip', 'list', '--format=freeze').stdout.lower()
+    installed = pip(py, 'list', '--format=freeze').stdout.lower()
     for absent in ('ipywidgets', 'matplotlib', 'nbdev', 'fastcore', 'jupyterlab', 'ipython', 'numba'):
         assert f'\n{absent}==' not in '\n' + installed, f"{absent} was installed with the plain wheel"
+    names = {re.sub(r'[-_.]+', '-', l.split('==')[0]) for l in installed.split()}
+    torch = {re.sub(r'[-_.]+', '-', d.metadata['Name']).lower() for d in torch_and_what_it_requires()}
+    assert names == torch | {'mini-nn'}, f"installed beside torch and what it requires: {sorted(names - torch)}"
     out = run(py, '-c', USER_SCRIPT, cwd=tmp_path).stdout
     assert f'version {settings_version()} ui []' in out
 
