@@ -280,8 +280,8 @@ AGAINST = {AUTOGRAD_X: AUTOGRAD_X, 'forward_and_backward': AUTOGRAD_X, 'Model + 
            AUTOGRAD: AUTOGRAD, 'forward_and_backward_fast': AUTOGRAD}  # version -> the run doing the same work
 
 def backward_bench(sizes:list=BACKWARD_SIZES, # (batch, n_in, nh) per network
-                   min_time:float=1.0,        # seconds of measurement per version
-                   rounds:int=10,             # interleaved rounds of timing (see `interleaved_seconds`)
+                   min_time:float=2.0,        # seconds of measurement per version
+                   rounds:int=20,             # interleaved rounds of timing (see `interleaved_seconds`)
                    progress:bool=False,       # draw a progress bar on stderr
                    clock=None,                # the clock of `interleaved_seconds`: wall time when None
                   )->list:                    # one dict per (version, size)
@@ -426,7 +426,7 @@ def main(argv:list=None):
     p.add_argument('--out', default='mini_nn_bench', help='folder for ladder.csv, backward.csv, tricks.csv and bench.json (default: %(default)s)')
     p.add_argument('--sizes', type=int, nargs='+', help=f'square sizes of the ladder (default {SIZES}; --quick {QUICK_SIZES})')
     p.add_argument('--dtype', choices=['float32', 'float64'], default='float32', help='dtype of the ladder (default: %(default)s)')
-    p.add_argument('--min-time', type=float, help='seconds of measurement per figure, five times that per backward pass (default 0.2; --quick 0.01)')
+    p.add_argument('--min-time', type=float, help='seconds of measurement per figure, ten times that per backward pass (default 0.2; --quick 0.01)')
     p.add_argument('--max-seconds', type=float, help='largest predicted time of one call before a rung stops (default 1; --quick 0.05)')
     p.add_argument('--threads', type=int, help=f'threads for PyTorch (default: all {torch.get_num_threads()})')
     p.add_argument('--cpu-time', action='store_true', help="time with this process's CPU time, not wall time: steadier "
@@ -448,7 +448,7 @@ def main(argv:list=None):
         print(f"\nmatmul ladder ({args.dtype}; × torch is the fraction of torch's GFLOP/s)\n" + ladder_table(res['ladder']), flush=True)
     nets = [(200, 100, 50), (512, 784, 256)] if q else BACKWARD_SIZES
     if 'backward' not in args.skip:
-        res['backward'] = backward_bench(sizes=nets, min_time=5 * min_time, rounds=3 if q else 10, progress=True, clock=clock)
+        res['backward'] = backward_bench(sizes=nets, min_time=10 * min_time, rounds=3 if q else 20, progress=True, clock=clock)
         print("\nforward + backward against autograd (× autograd: time over the time of the autograd run doing the same work)\n"
               + backward_table(res['backward']), flush=True)
     if 'tricks' not in args.skip:

@@ -19,6 +19,13 @@ from pathlib import Path
 
 import pytest
 
+# Idle OpenMP threads (torch's intra-op pool, numba's) sleep at once instead of spinning for a while: with two workers,
+# their kernels and subprocesses on two cores, spinning threads burned more than half the CPU (test_widgets.py and
+# test_backward_explorer.py on two workers: 86 s of CPU, 33 s with this). No result changes: how many threads there
+# are and how the work is split among them stay as configured (OMP_NUM_THREADS and the others pass through as given).
+# Set before torch is imported anywhere (test modules, kernels, subprocesses inherit it); a value given wins.
+os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent  # the environment's console scripts (nbdev_export, ...)
 NBS = ROOT/'nbs'
@@ -115,16 +122,15 @@ LESSON_TEST = re.compile(r'^tests/test_notebook_hygiene\.py::test_lesson_\w+\[(?
 
 # Rough seconds on a quiet 2-core machine (from `--durations`), for ordering only: a wrong figure costs balance,
 # never a check. A group's figure is the whole group's; other tests default to 0 and run last, spread over workers.
-GROUP_COST = {'browser': 45, 'site': 45, 'packaging': 6, 'notebook 08_bench.ipynb': 65,
-              'notebook 07a_backward_explorer.ipynb': 24, 'notebook 06_fast_matmul.ipynb': 15,
-              'notebook 05a_train.ipynb': 13, 'notebook 07_widgets.ipynb': 11, 'notebook 01_matmul.ipynb': 8,
-              'notebook 09e_check_backprop.ipynb': 7, 'notebook 05b_train_ui.ipynb': 6}
-ITEM_COST = {'tests/test_backward_explorer.py::test_gradient_explorer_controls': 30,
-             'tests/test_exercises.py::test_the_exercise_notebooks_run_*': 18,
-             'tests/test_fast_matmul.py::test_bench_quick_*': 15, 'tests/test_bench.py::test_the_command_runs_*': 10,
-             'tests/test_widgets.py::test_blowup_*': 5, 'tests/test_fast_matmul.py::test_compiled_kernels_are_loaded_*': 6,
-             'tests/test_notebook_hygiene.py::test_the_comparison_catches_*_in_executed_*': 6,
-             'tests/test_nbdev_sync.py::*': 4, 'tests/test_lab_security.py::*': 4, 'tests/test_workflows.py::*': 2}
+GROUP_COST = {'notebook 08_bench.ipynb': 75, 'site': 45, 'browser': 35, 'notebook 01_matmul.ipynb': 9,
+              'notebook 05a_train.ipynb': 9, 'notebook 06_fast_matmul.ipynb': 9, 'notebook 07a_backward_explorer.ipynb': 6,
+              'notebook 07_widgets.ipynb': 5, 'packaging': 6}
+ITEM_COST = {'tests/test_exercises.py::test_the_exercise_notebooks_run_*': 20,
+             'tests/test_fast_matmul.py::test_bench_quick_*': 14, 'tests/test_fast_matmul.py::test_compiled_kernels_are_loaded_*': 5,
+             'tests/test_notebook_hygiene.py::test_the_comparison_catches_*_in_executed_*': 5,
+             'tests/test_widgets.py::test_blowup_*': 4, 'tests/test_bench.py::test_the_command_runs_*': 3,
+             'tests/test_backward_explorer.py::test_gradient_explorer_controls': 3,
+             'tests/test_nbdev_sync.py::*': 3, 'tests/test_lab_security.py::*': 3, 'tests/test_workflows.py::*': 2}
 DEFAULT_GROUP_COST = 3
 
 

@@ -50,8 +50,14 @@ def lab(tmp_path_factory):
     port, token = free_port(), secrets.token_hex(24)
     cmd = [BIN/'jupyter', 'lab', '--ip=127.0.0.1', f'--port={port}', '--ServerApp.port_retries=0', '--no-browser',
            f'--IdentityProvider.token={token}', f'--ServerApp.root_dir={root}', '--LabApp.news_url=None',
-           '--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate', f'--LabApp.workspaces_dir={home}']
+           '--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate', f'--LabApp.workspaces_dir={home}',
+           f'--LabApp.user_settings_dir={home/"settings"}']
     if os.getuid() == 0: cmd.append('--allow-root')
+    # A notebook that has no kernel yet when Run All is clicked starts its preferred one instead of asking in a
+    # "Select Kernel" dialog (which showed, now and then, when the click came as the kernel was being attached).
+    tracker = home/'settings'/'@jupyterlab'/'notebook-extension'/'tracker.jupyterlab-settings'
+    tracker.parent.mkdir(parents=True)
+    tracker.write_text('{"autoStartDefaultKernel": true}')
     env = dict(os.environ, JUPYTER_RUNTIME_DIR=str(home/'runtime'), PYTHONPATH=str(ROOT))  # the repo's mini_nn
     log = open(home/'lab.log', 'w')
     proc = subprocess.Popen([str(c) for c in cmd], cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT,
@@ -89,6 +95,8 @@ def open_and_run_all(browser, lab, notebook):
     page.set_default_timeout(60_000)
     page.goto(f'{base}/lab/workspaces/{notebook.split("_")[0]}/tree/{notebook}?token={token}')
     page.wait_for_selector('.jp-Notebook-ExecutionIndicator[data-status="idle"]')  # run before this: widgets stay blank
+    # ... and attached to the notebook: 'idle' can show while the toolbar still says "No Kernel"
+    page.wait_for_function("[...document.querySelectorAll('.jp-Toolbar-kernelName')].some(e => /ipykernel/.test(e.textContent))")
     # A dropped Run All (below) can leave JupyterLab asking which kernel to use, Python 3 preselected, in a dialog that
     # blocks every click after it: whenever it shows, accept it.
     page.add_locator_handler(page.locator('.jp-Dialog', has_text='Select Kernel'),

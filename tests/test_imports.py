@@ -3,9 +3,10 @@ import pytest
 
 from conftest import BIN, ROOT, run
 
-LESSONS = ['mini_nn.matmul', 'mini_nn.broadcasting', 'mini_nn.init', 'mini_nn.backprop', 'mini_nn.module']
+LESSONS = ['mini_nn.guards', 'mini_nn.matmul', 'mini_nn.broadcasting', 'mini_nn.init', 'mini_nn.backprop', 'mini_nn.module',
+           'mini_nn.train']
 TORCH_ONLY = LESSONS + ['mini_nn.check', 'mini_nn.bench']  # the exercise checkers and the benchmark need torch alone too
-UI_AND_TOOLS = ['ipywidgets', 'matplotlib', 'IPython', 'nbdev', 'fastcore', 'numba']
+UI_AND_TOOLS = ['ipywidgets', 'matplotlib', 'IPython', 'nbdev', 'fastcore', 'numba', 'sklearn', 'fastprogress']
 
 
 @pytest.mark.parametrize('module', TORCH_ONLY)
