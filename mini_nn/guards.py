@@ -5,15 +5,15 @@
 # %% auto #0
 __all__ = ['Int', 'Between', 'Shape', 'Ints', 'expects', 'after_forward']
 
-# %% ../nbs/00_guards.ipynb #21e37c70
+# %% ../nbs/00_guards.ipynb #d269db04
 import inspect
 from functools import wraps
 
-# %% ../nbs/00_guards.ipynb #be67135c
+# %% ../nbs/00_guards.ipynb #806c973f
 import torch
 from torch import Tensor
 
-# %% ../nbs/00_guards.ipynb #61ff7760
+# %% ../nbs/00_guards.ipynb #a9e9e662
 def _dims(spec:str, # one name or size per dimension, 'm k'; '...' for any shape
          )->tuple|None:
     "'m k' -> ('m', 'k'); '1' -> (1,); '*s' -> '*s'; '...' -> None"
@@ -21,7 +21,7 @@ def _dims(spec:str, # one name or size per dimension, 'm k'; '...' for any shape
     if spec == '...' or spec.startswith('*'): return None if spec == '...' else spec
     return tuple(int(d) if d.isdigit() else d for d in spec.split())
 
-# %% ../nbs/00_guards.ipynb #6aa43fa0
+# %% ../nbs/00_guards.ipynb #7c342785
 def _fits(xs:list,        # the arguments, in the order of `dims`
           dims:list,      # each one's dims, from `_dims` (None: any shape)
           sizes:dict,     # each int dim mapped to itself
@@ -49,7 +49,7 @@ def _fits(xs:list,        # the arguments, in the order of `dims`
             if sizes.setdefault(d, n) != n: return False
     return all(sizes.get(d, 1) for d in nonempty)
 
-# %% ../nbs/00_guards.ipynb #e2d425b0
+# %% ../nbs/00_guards.ipynb #4d18404e
 def _kind(name:str,          # the parameter's name, for the message
           x,                 # its value
           first:tuple=None,  # `(name, tensor)` of the first float tensor, whose dtype and device `x` must share
@@ -65,7 +65,7 @@ def _kind(name:str,          # the parameter's name, for the message
         want, got = getattr(first[1], attr), getattr(x, attr)
         if want != got: raise TypeError(f"{first[0]} and {name} must share one {attr}, got {first[0]}: {want}, {name}: {got}")
 
-# %% ../nbs/00_guards.ipynb #6d5e25cf
+# %% ../nbs/00_guards.ipynb #24829bc8
 def _mismatch(named:list,     # `(name, tensor)` pairs, every one of the right kind
               specs:dict,     # name -> dims
               nonempty:tuple, # names whose size must not be 0
@@ -86,7 +86,7 @@ def _mismatch(named:list,     # `(name, tensor)` pairs, every one of the right k
             elif sizes.setdefault(d, (n, name))[0] != n: return f"{d} is {sizes[d][0]} in {sizes[d][1]} but {n} in {name}"
     return next(f"{d} is 0, and must be at least 1" for d in nonempty if sizes.get(d, (1,))[0] == 0)
 
-# %% ../nbs/00_guards.ipynb #38b16736
+# %% ../nbs/00_guards.ipynb #a0aa546e
 def _shape(dims:tuple)->str:
     "A declared shape as Python prints a tuple: ('n',) -> '(n,)'; a starred name stays as it is."
     if isinstance(dims, str): return dims
@@ -97,7 +97,7 @@ def _and(items)->str:
     items = list(items)
     return ', '.join(items[:-1]) + ' and ' + items[-1] if len(items) > 1 else items[0]
 
-# %% ../nbs/00_guards.ipynb #d7438c86
+# %% ../nbs/00_guards.ipynb #36aabaff
 def _explain(fn:str,          # the function's name, for the message
              named:list,      # `(name, value)` pairs that failed the quick test
              specs:dict,      # name -> dims
@@ -111,7 +111,7 @@ def _explain(fn:str,          # the function's name, for the message
     got = _and(f"{n} {tuple(x.shape)}" for n, x in named if specs[n] is not None)
     raise ValueError(f"{fn} needs {want}; got {got}: {_mismatch(named, specs, nonempty)}")
 
-# %% ../nbs/00_guards.ipynb #2a70f7aa
+# %% ../nbs/00_guards.ipynb #81bb0835
 class Int:
     "A check for an int from `lo` to `hi` (no upper limit when `hi` is None)."
     def __init__(self, lo:int=1, hi:int=None): self.lo, self.hi = lo, hi
@@ -123,7 +123,7 @@ class Int:
         if isinstance(x, bool) or not isinstance(x, int): raise TypeError(f"{name} must be {self!r}, got {type(x).__name__} {x!r:.60}")
         if not self.lo <= x <= (x if self.hi is None else self.hi): raise ValueError(f"{name} must be {self!r}, got {x!r}")
 
-# %% ../nbs/00_guards.ipynb #720701d2
+# %% ../nbs/00_guards.ipynb #8ba3aebb
 class Between:
     "A check for a number strictly between `lo` and `hi`: a learning rate is `Between(0)`."
     def __init__(self, lo:float=0, hi:float=float('inf')): self.lo, self.hi = lo, hi
@@ -132,7 +132,7 @@ class Between:
         if isinstance(x, bool) or not isinstance(x, (int, float)): raise TypeError(f"{name} must be {self!r}, got {type(x).__name__} {x!r:.60}")
         if not self.lo < x < self.hi: raise ValueError(f"{name} must be {self!r}, got {x!r}")
 
-# %% ../nbs/00_guards.ipynb #24a91a46
+# %% ../nbs/00_guards.ipynb #2c7695df
 def _describe(types:tuple)->str:
     "What `types` accept, in words: `(bool,)` is 'True or False'."
     names = {bool: 'True or False', type(None): 'None', int: 'an int', float: 'a float', str: 'a str',
@@ -149,13 +149,13 @@ def _check_value(spec, # a check such as `Int()`, a type, or a tuple of types (N
             raise TypeError(f"{name} must be {_describe(types)}, got {type(x).__name__} {x!r:.60}")
     return check
 
-# %% ../nbs/00_guards.ipynb #3f5e8ace
+# %% ../nbs/00_guards.ipynb #a6982c4e
 def _dense(name:str, x):
     "The check behind a `Tensor` spec: a dense tensor of any dtype."
     if not isinstance(x, Tensor): raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if x.layout != torch.strided: raise TypeError(f"{name} must be a dense (strided) tensor, got layout {x.layout}")
 
-# %% ../nbs/00_guards.ipynb #8686f05b
+# %% ../nbs/00_guards.ipynb #f74cb5eb
 class Shape:
     "A check for a shape: a tuple, list or torch.Size of ints >= 0, or one int n, the shape (n,)."
     def __repr__(self): return 'a shape (a tuple, list, torch.Size or int)'
@@ -165,19 +165,19 @@ class Shape:
         sizes = (s,) if isinstance(s, int) else tuple(s)
         for n in sizes: Int(0)(f"each size in {sizes}", n)
 
-# %% ../nbs/00_guards.ipynb #0eff606b
+# %% ../nbs/00_guards.ipynb #9883e186
 class Ints:
     "Declares an integer tensor, such as class labels: `Ints('n')` is an int tensor of shape (n,)."
     def __init__(self, spec:str): self.spec = spec
     def __repr__(self): return f"Ints({self.spec!r})"
 
-# %% ../nbs/00_guards.ipynb #8f97503d
+# %% ../nbs/00_guards.ipynb #fc10503d
 def _title(f)->str:
     "The name a message gives `f`: `Lin.__init__` is 'Lin'."
     cls, _, meth = f.__qualname__.rpartition('.')
     return cls if cls and meth in ('__init__', '__call__', 'forward') else f.__qualname__
 
-# %% ../nbs/00_guards.ipynb #faad1575
+# %% ../nbs/00_guards.ipynb #d3a973bf
 def expects(nonempty:str='', # dims that must not be 0, such as the samples a mean averages over: 'n'
             **specs,          # for each checked parameter: 'm k' (a float tensor of that shape), `Tensor`, a type, or a check
            ):
@@ -209,7 +209,7 @@ def expects(nonempty:str='', # dims that must not be 0, such as the samples a me
         return guarded
     return decorate
 
-# %% ../nbs/00_guards.ipynb #cb0b70ef
+# %% ../nbs/00_guards.ipynb #418cf780
 def after_forward(backward):
     "Declare that a layer's `backward` needs its forward call first, which stores the `inp` and `out` it reads."
     @wraps(backward)

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings, strategies as st
 
 from mini_nn.backprop import forward_and_backward
-from mini_nn.bench import (AGAINST, BACKWARD_TRICKS, BACKWARD_TARGETS, backward_bench, backward_table, backward_tricks,
+from mini_nn.bench import (AGAINST, TRICKS, BACKWARD_TARGETS, backward_bench, backward_table, backward_tricks,
                            forward_and_backward_fast, pass_tensors, targets, tricks_table)
 from mini_nn.init import init_params
 
@@ -140,7 +140,7 @@ def test_bad_input_sets_no_gradient():
 
 def test_every_trick_runs_on_the_tensors_of_a_pass():
     env = pass_tensors(6, 4, 3)
-    for trick, lesson_code, fast_code in BACKWARD_TRICKS:
+    for trick, lesson_code, fast_code in TRICKS:
         exec(lesson_code, env); exec(fast_code, env)
 
 
@@ -163,7 +163,7 @@ def test_backward_bench_and_tricks_on_a_tiny_network():
     met = targets([], records, {})
     assert [t.split(' at ')[0] for t, _, _ in met] == list(BACKWARD_TARGETS)
     tricks = backward_tricks(sizes=[(5, 4, 3)], min_time=0.005, rounds=1)
-    assert [r['trick'] for r in tricks] == [t for t, _, _ in BACKWARD_TRICKS]
+    assert [r['trick'] for r in tricks] == [t for t, _, _ in TRICKS]
     assert all(r['lesson'] > 0 and r['fast'] > 0 for r in tricks)
     assert 'saved' in tricks_table(tricks)
 

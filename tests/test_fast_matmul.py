@@ -119,10 +119,6 @@ def test_bad_inputs_are_refused_like_lesson_01(name):
     with pytest.raises(TypeError, match='must be a torch.Tensor'): f([[1.]], torch.ones(1, 1))
 
 
-def test_the_ladder_name_of_the_last_step_is_matmul_tiled():
-    assert fm.matmul_jit_tiled is fm.matmul_tiled
-
-
 def test_micro_kernel_adds_one_tile():
     g = torch.Generator().manual_seed(4)
     a, b, c = torch.randn(50, fm.MR, generator=g), torch.randn(50, fm.NR, generator=g), torch.randn(fm.MR, fm.NR, generator=g)

@@ -19,8 +19,8 @@ number of 4 or more significant digits) the two shown values need only be roundi
 last digit may land on either side of a rounding boundary. A shorter number ('3.5', '0.82') is taken as exact.
 So a changed result, a missing or extra output and a missing seed are caught, rounding noise of printed results is
 not (`test_the_comparison_*` show both), and noise printed as such (an error of 4.7e-07) still is: show a bound.
-Images and widget views are compared exactly. Not compared: cells with a `#| timing` directive (their output
-depends on the clock) and the cells nbdev_test skips.
+Images and widget views are compared exactly. Of a cell with a `#| timing` directive only whether it shows
+something is compared (what it shows depends on the clock); the cells nbdev_test skips are not compared.
 """
 import ast
 import json
@@ -267,12 +267,17 @@ def clean(nb:dict)->dict:
 
 
 def differences(want:dict, got:dict, skipped=())->list:
-    "How the outputs of `got` differ from those of `want`, cell by cell; `#| timing` cells and cells `skipped` left out."
+    """How the outputs of `got` differ from those of `want`, cell by cell; cells `skipped` left out, and of a `#| timing`
+    cell only whether it shows something (what it shows depends on the clock)."""
     if len(want['cells']) != len(got['cells']): return [f"{len(want['cells'])} cells committed, {len(got['cells'])} executed"]
     probs = []
     for i, (c, e) in enumerate(zip(want['cells'], got['cells'])):
-        if c['cell_type'] != 'code' or i in skipped or 'timing' in directives(c): continue
-        diff = output_differences(c.get('outputs', []), e.get('outputs', []))
+        if c['cell_type'] != 'code' or i in skipped: continue
+        if 'timing' in directives(c):
+            diff = [] if bool(c.get('outputs')) == bool(e.get('outputs')) else \
+                [f"a timing cell: {'no output' if not c.get('outputs') else 'an output'} committed, "
+                 f"{'none' if not e.get('outputs') else 'an output'} executed"]
+        else: diff = output_differences(c.get('outputs', []), e.get('outputs', []))
         if diff:
             src = ''.join(c['source'])
             probs.append(f"cell {i} ({src[:70]!r}{'...' if len(src) > 70 else ''}):\n    " + '\n    '.join(diff[:5]))
@@ -299,10 +304,8 @@ def test_lesson_reproduces_its_committed_outputs(path, lesson_runs):
     got, error = lesson_runs(path)
     if got is None: pytest.fail(f"{path.name} does not run (see test_lesson_runs_as_nbdev_test_runs_it), so it cannot reproduce")
     committed = load(path)
-    compared = [c for i, c in enumerate(committed['cells']) if c['cell_type'] == 'code' and i not in skipped
-                and 'timing' not in directives(c)]
-    if not any(c.get('outputs') for c in compared) and any(o for i, c in enumerate(got['cells']) if i not in skipped
-                                                           for o in c.get('outputs', [])):
+    run_cells = [i for i, c in enumerate(committed['cells']) if c['cell_type'] == 'code' and i not in skipped]
+    if not any(committed['cells'][i].get('outputs') for i in run_cells) and any(got['cells'][i].get('outputs') for i in run_cells):
         pytest.fail(f"{path.name} is committed without outputs: run `make export` and commit the notebooks")
     diff = differences(committed, clean(got), skipped)
     assert not diff, (f"{path.name}: outputs differ from the committed ones (a missing seed? printed rounding noise? "
@@ -361,6 +364,9 @@ def test_the_comparison_can_fail():
         assert len(differences(base, changed)) == 1, (cell, outputs)
         assert len(differences(changed, base)) == 1, (cell, outputs)
     assert differences(base, synthetic(('print(1)', stdout('1\n')))) == ['4 cells committed, 1 executed']
+    no_timing_output = json.loads(json.dumps(base))
+    no_timing_output['cells'][1]['outputs'] = []
+    assert len(differences(no_timing_output, same)) == 1  # a timing cell committed without its output
     assert differences(base, same, skipped={0}) == [] and differences(base, changed, skipped={3}) == []
 
 
