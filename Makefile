@@ -19,10 +19,18 @@ $(ENV_STAMP): settings.ini setup.py requirements/constraints.txt
 
 env: $(ENV_STAMP)
 
+# JupyterLab without its news and update prompts. The LabApp flags of `lab` stop the server fetching the news feed
+# and asking PyPI for a newer release; the announcements plugin, which asks in the page whether to fetch news, is
+# turned off in the environment's configuration (.venv/etc/jupyter), as binder/postBuild does on Binder.
+LAB_CONFIG := $(VENV)/etc/jupyter/labconfig/page_config.json
+$(LAB_CONFIG): $(ENV_STAMP)
+	$(BIN)/jupyter labextension disable --level=sys_prefix "@jupyterlab/apputils-extension:announcements"
+
 ## Open the course in JupyterLab on 127.0.0.1, protected by a fresh random token.
-lab: $(ENV_STAMP)
+lab: $(ENV_STAMP) $(LAB_CONFIG)
 	$(BIN)/jupyter lab --ip=127.0.0.1 --port=$(PORT) --ServerApp.root_dir=nbs \
-		--LabApp.default_url=/lab/tree/index.ipynb $(LAB_ROOT_FLAG) $(LAB_FLAGS)
+		--LabApp.default_url=/lab/tree/index.ipynb --LabApp.news_url=None \
+		--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate $(LAB_ROOT_FLAG) $(LAB_FLAGS)
 
 ## Run the tests in tests/ (pytest), among them every lesson notebook executed once as nbdev_test runs it and
 ## compared with its committed outputs (tests/test_notebook_hygiene.py). TEST_WORKERS pytest-xdist workers share

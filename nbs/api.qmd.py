@@ -7,43 +7,31 @@ description: Every name the library exports, module by module, each linked to it
 # It lists every name in each module's `__all__`. A name some lesson documents (nbdev shows the docs of every
 # exported function and class, and of each explicit `show_doc`) links there; any other name (assigned,
 # re-exported from elsewhere, or exported from a hidden cell) is documented here, with nbdev's `show_doc`.
-import ast, importlib, inspect, re, sys
+import ast, importlib, inspect, sys
 
-from execnb.nbio import read_nb
 from nbdev.config import get_config
 from nbdev.doclinks import _nbpath2html
-from nbdev.process import extract_directives
+from nbdev.frontmatter import FrontmatterProc
+from nbdev.process import NBProcessor
+from nbdev.processors import add_show_docs, hide_, rm_export
 from nbdev.showdoc import show_doc
 
 cfg = get_config()
 sys.path.insert(0, str(cfg.config_path))  # this checkout's library, whatever else is installed
 lib = cfg.lib_path.name
-DEFAULT_EXP = re.compile(r'^\s*#\|\s*default_exp\s+(\S+)', re.M)
 
 
 def lesson_info(path):
-    "The module a notebook exports to, its title, and the names it documents."
-    nb = read_nb(path)
-    module, title, shown = None, path.stem, set()
-    for cell in nb.cells:
-        src = cell.source
-        if cell.cell_type == 'markdown' and title == path.stem and src.startswith('# '):
-            title = src.splitlines()[0][2:].strip()
-        if cell.cell_type != 'code': continue
-        m = DEFAULT_EXP.search(src)
-        if m and module is None: module = f'{lib}.{m.group(1)}'
-        dirs = extract_directives(cell, remove=False)
-        code = '\n'.join(l for l in src.splitlines() if not l.lstrip().startswith(('%', '!', '#|')))
-        try: tree = ast.parse(code)
-        except SyntaxError: continue
-        exported = {'export', 'exports', 'exec_doc'} & set(dirs) and 'hide' not in dirs and dirs.get('include:') != ['false']
-        for node in tree.body:  # what nbdev's add_show_docs documents
-            if exported and isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) \
-               and not node.name.startswith('_'): shown.add(node.name)
-        for node in ast.walk(tree):  # explicit show_doc(...) calls
-            if isinstance(node, ast.Call) and getattr(node.func, 'id', None) == 'show_doc' and node.args:
-                shown.add(ast.unparse(node.args[0]))
-    return module, title, shown
+    "The module a notebook exports to, its title, and the names its page documents."
+    # nbdev's processors, as for the page: its front matter (the title), a show_doc cell after each exported
+    # definition no show_doc documents yet, and the cells the page leaves out (`#| hide`, export cells) gone
+    nbp = NBProcessor(path, [FrontmatterProc, add_show_docs, rm_export, hide_])
+    # read before processing: rm_export drops the `#| default_exp` cell
+    module = next((f'{lib}.{c.directives_["default_exp"][0]}' for c in nbp.nb.cells if 'default_exp' in c.directives_), None)
+    nbp.process()
+    shown = {ast.unparse(node.args[0]) for c in nbp.nb.cells for tree in c.parsed_() or [] for node in ast.walk(tree)
+             if isinstance(node, ast.Call) and getattr(node.func, 'id', None) == 'show_doc' and node.args}
+    return module, nbp.nb.frontmatter_.get('title', path.stem), shown
 
 
 def summary(obj):

@@ -52,6 +52,24 @@ def stop_process_group(proc:subprocess.Popen, timeout:float=20):
     except subprocess.TimeoutExpired: os.killpg(proc.pid, signal.SIGKILL); proc.wait()
 
 
+# ---- the explorers (test_widgets.py, test_backward_explorer.py) ------------------------------------------------
+
+EXPLORER_MODULES = ['mini_nn.explorer_base', 'mini_nn.stride_explorer', 'mini_nn.expand_explorer', 'mini_nn.blowup_explorer',
+                    'mini_nn.backward_explorer', 'mini_nn.gradient_explorer', 'mini_nn.widgets']  # each needs the widgets extra
+PNG = b'\x89PNG\r\n\x1a\n'  # how every PNG file starts
+
+
+def skip_without_widgets():
+    "Skip the calling test module unless the `widgets` extra (ipywidgets and matplotlib) is installed."
+    for m in ('ipywidgets', 'matplotlib'): pytest.importorskip(m, reason=f'the widgets extra ({m}) is not installed')
+
+
+def plotted(fig, gid:str, ax:int=0):
+    "The y data of the line drawn with `gid` in axes `ax` of the matplotlib figure `fig`, as a float64 tensor."
+    import torch
+    return torch.tensor([l for l in fig.axes[ax].lines if l.get_gid() == gid][0].get_ydata(), dtype=torch.float64)
+
+
 # ---- the lesson notebooks, executed once per test session ----------------------------------------------------
 
 def lesson_notebooks()->list:
@@ -116,19 +134,21 @@ def lesson_runs(request, tmp_path_factory)->LessonRuns:
 # and `pytest_xdist_make_scheduler` below hands xdist a scheduler that reads them.)
 GROUPS = {'tests/test_site.py::*': 'site',             # the site build, its server and one browser visiting every page
           'tests/test_packaging.py::*': 'packaging',   # the sdist and wheel, and a venv with torch and the wheel
-          'tests/test_browser.py::*': 'browser'}       # JupyterLab and a browser
+          'tests/test_browser.py::*': 'browser',       # JupyterLab and a browser
+          'tests/test_bench.py::test_the_command_*': 'bench command'}  # one `--quick` run of the benchmark's backward parts
 # the two tests of one lesson share its execution (`lesson_runs`)
 LESSON_TEST = re.compile(r'^tests/test_notebook_hygiene\.py::test_lesson_\w+\[(?P<nb>[^\]]+)\]$')
 
 # Rough seconds on a quiet 2-core machine (from `--durations`), for ordering only: a wrong figure costs balance,
 # never a check. A group's figure is the whole group's; other tests default to 0 and run last, spread over workers.
-GROUP_COST = {'notebook 08_bench.ipynb': 75, 'site': 45, 'browser': 35, 'notebook 01_matmul.ipynb': 9,
-              'notebook 05a_train.ipynb': 9, 'notebook 06_fast_matmul.ipynb': 9, 'notebook 07a_backward_explorer.ipynb': 6,
-              'notebook 07_widgets.ipynb': 5, 'packaging': 6}
+GROUP_COST = {'site': 45, 'browser': 35, 'notebook 01_matmul.ipynb': 9, 'notebook 05a_train.ipynb': 9,
+              'notebook 06_fast_matmul.ipynb': 9, 'notebook 08_bench.ipynb': 8, 'notebook 08a_backward_bench.ipynb': 4,
+              'notebook 07e_backward_explorer.ipynb': 4, 'notebook 07b_stride_explorer.ipynb': 3, 'packaging': 6,
+              'bench command': 2}
 ITEM_COST = {'tests/test_exercises.py::test_the_exercise_notebooks_run_*': 20,
              'tests/test_fast_matmul.py::test_bench_quick_*': 14, 'tests/test_fast_matmul.py::test_compiled_kernels_are_loaded_*': 5,
              'tests/test_notebook_hygiene.py::test_the_comparison_catches_*_in_executed_*': 5,
-             'tests/test_widgets.py::test_blowup_*': 4, 'tests/test_bench.py::test_the_command_runs_*': 3,
+             'tests/test_widgets.py::test_blowup_*': 4,
              'tests/test_backward_explorer.py::test_gradient_explorer_controls': 3,
              'tests/test_nbdev_sync.py::*': 3, 'tests/test_lab_security.py::*': 3, 'tests/test_workflows.py::*': 2}
 DEFAULT_GROUP_COST = 3

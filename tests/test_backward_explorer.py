@@ -1,24 +1,25 @@
-"""The backward explorer, lesson 04's numerical_grad and the gradients-through-depth experiment, driven headless the way a learner
-drives them: every step, batch sizes across the slider's range, the buttons, the depth controls; assert what the views
-show against the lessons' own functions and autograd. No browser (see test_browser.py)."""
+"""The backward explorer, lesson 04's numerical_grad, the gradients-through-depth experiment and its explorer, driven
+headless the way a learner drives them: every step, batch sizes across the slider's range, the buttons, the depth
+controls; assert what the views show against the lessons' own functions and autograd. No browser (see test_browser.py);
+what holds for every explorer module (the widgets extra, no pyplot) is tested in test_widgets.py."""
 import math
 import re
-import textwrap
 
 import pytest
 import torch
 import torch.nn.functional as F
 from hypothesis import given, settings, strategies as st
 
-from conftest import BIN, run
+from conftest import PNG, plotted, skip_without_widgets
 
-W = pytest.importorskip('ipywidgets', reason='the widgets extra (ipywidgets) is not installed')
+skip_without_widgets()
 from mini_nn.backprop import lin, mse, numerical_grad, relu
 from mini_nn.init import init_params
-from mini_nn.backward_explorer import (BACKWARD_STEPS, GRAD_FORMULAS, GRAD_INITS, STEP_LABELS, backward_explorer,
-                                       backward_trace, batch_sums, depth_figure, depth_summary, gradient_explorer,
-                                       gradient_stats, graph_figure, graph_svg, step_error_figure,
-                                       step_html, tensor_states, trace_shapes, values_figure)
+from mini_nn.gradient_stats import gradient_stats
+from mini_nn.backward_explorer import (BACKWARD_STEPS, GRAD_FORMULAS, STEP_LABELS, backward_explorer, backward_trace,
+                                       batch_sums, graph_figure, graph_svg, step_error_figure, step_html, tensor_states,
+                                       trace_shapes, values_figure)
+from mini_nn.gradient_explorer import GRAD_INITS, depth_figure, depth_summary, gradient_explorer
 
 GRADS = ('x', 'w1', 'b1', 'w2', 'b2')
 
@@ -44,34 +45,6 @@ def autograd_grads(T)->dict:
     out = torch.relu(ts['x'] @ ts['w1'] + ts['b1']) @ ts['w2'] + ts['b2']
     F.mse_loss(out.squeeze(-1), T.y).backward()
     return {k: t.grad for k, t in ts.items()}
-
-
-# ---- import without the extra ---------------------------------------------------------------------------------------
-
-@pytest.mark.parametrize('missing', ['ipywidgets', 'matplotlib'])
-def test_import_without_the_extra_names_it(missing):
-    code = textwrap.dedent(f"""
-        import sys
-        sys.modules[{missing!r}] = None
-        try:
-            import mini_nn.backward_explorer
-        except ImportError as e:
-            print('ImportError:', e)
-        import mini_nn.backprop, mini_nn.init
-        print('lessons ok')
-    """)
-    out = run(BIN/'python', '-c', code).stdout
-    assert 'ImportError: mini_nn.backward_explorer needs ipywidgets and matplotlib: pip install "mini_nn[widgets]"' in out
-    assert 'lessons ok' in out
-
-
-def test_no_pyplot_and_the_lessons_do_not_import_it():
-    code = ("import sys, mini_nn.backprop, mini_nn.init\n"
-            "print('mini_nn.backward_explorer' in sys.modules)\n"
-            "import mini_nn.backward_explorer as b\n"
-            "b.backward_explorer(); b.gradient_explorer(n_layers=3); b.graph_figure()\n"
-            "print('pyplot', 'matplotlib.pyplot' in sys.modules)")
-    assert run(BIN/'python', '-c', code).stdout.split() == ['False', 'pyplot', 'False']
 
 
 # ---- the trace ------------------------------------------------------------------------------------------------------
@@ -261,7 +234,7 @@ def check_explorer(bx):
     T, s = bx.trace, bx.step.value
     assert len(T.x) == bx.batch.value
     assert bx.graph.value == graph_svg(trace_shapes(T), s) and bx.info.value == step_html(T, s)
-    assert panels(bx.figure) == panels(values_figure(T, s)) and bx.values.value[:8] == b'\x89PNG\r\n\x1a\n'
+    assert panels(bx.figure) == panels(values_figure(T, s)) and bx.values.value[:8] == PNG
     assert (bx.back.disabled, bx.next.disabled) == (s == 0, s == 4)
 
 
@@ -371,10 +344,10 @@ def test_gradient_explorer_controls():
             gx.quantity.value = q
             for init in GRAD_INITS:
                 want = getattr(wanted[init], q)
-                got = torch.tensor([l for l in gx.figure.axes[0].lines if l.get_gid() == init][0].get_ydata(), dtype=torch.float64)
+                got = plotted(gx.figure, init)
                 ok = want.isfinite() & (want > 0)
                 assert torch.equal(got[ok], want[ok]) and got[~ok].isnan().all()
-            assert gx.summary.value == depth_summary(gx.results) and gx.plot.value[:4] == b'\x89PNG'
+            assert gx.summary.value == depth_summary(gx.results) and gx.plot.value[:8] == PNG
     assert set(re.findall(r'data-init="(\w+)"', gx.summary.value)) == set(GRAD_INITS)
     with pytest.raises(ValueError, match='n_layers must be an int from 1 to 100, got 101'): gradient_explorer(n_layers=101)
     assert gradient_explorer(n_layers=200, max_layers=200).layers.value == 200

@@ -1,16 +1,23 @@
-"""`forward_and_backward_fast` (lesson 08) against lesson 04's `forward_and_backward` and autograd, and the
+"""`forward_and_backward_fast` (lesson 08a) against lesson 04's `forward_and_backward` and autograd, and the
 benchmark's backward parts on tiny networks.
 
 Correctness only: no test here times anything or compares speeds (`python -m mini_nn.bench` prints the speeds).
 """
+import contextlib
+import csv
+import io
+import json
+import sys
+
 import pytest
 import torch
 import torch.nn.functional as F
 from hypothesis import given, settings, strategies as st
 
 from mini_nn.backprop import forward_and_backward
-from mini_nn.bench import (AGAINST, TRICKS, BACKWARD_TARGETS, backward_bench, backward_table, backward_tricks,
-                           forward_and_backward_fast, pass_tensors, targets, tricks_table)
+from mini_nn.backward_bench import (AGAINST, TRICKS, backward_bench, backward_table, backward_tricks, forward_and_backward_fast,
+                                    pass_tensors, tricks_table)
+from mini_nn.bench import BACKWARD_TARGETS, main, progress_steps, targets
 from mini_nn.init import init_params
 
 NAMES = ['inp', 'targ', 'w1', 'b1', 'w2', 'b2']
@@ -168,13 +175,55 @@ def test_backward_bench_and_tricks_on_a_tiny_network():
     assert 'saved' in tricks_table(tricks)
 
 
-def test_the_command_runs_the_backward_parts_with_one_thread_on_cpu_time(tmp_path):
-    threads = torch.get_num_threads()
-    try:
-        from mini_nn.bench import main
-        res = main(['--quick', '--out', str(tmp_path), '--skip', 'ladder', 'imports', 'compile', '--threads', '1', '--cpu-time'])
-    finally: torch.set_num_threads(threads)
+def test_progress_steps_draws_fastprogress_bar_on_a_terminal_and_plain_lines_elsewhere(monkeypatch, capsys):
+    pytest.importorskip('fastprogress')
+    assert list(progress_steps(['a', 'b'], str.upper)) == ['a', 'b']  # stdout is no terminal here: lines on stderr
+    out, err = capsys.readouterr()
+    assert out == '' and [(l.split()[0], l.split()[-1]) for l in err.splitlines()] == [('[1/2]', 'A'), ('[2/2]', 'B')]
+    monkeypatch.setattr(sys.stdout, 'isatty', lambda: True)
+    assert list(progress_steps(['a', 'b'], str.upper)) == ['a', 'b']
+    out, err = capsys.readouterr()
+    assert err == '' and '50.00% [1/2' in out and '100.00% [2/2' in out  # fastprogress's console bar
+    assert out.index('[0/2 00:00<? A]') < out.index('[1/2') < out.index('B]')  # each step named while it runs
+
+
+# one run of the command serves the tests below (they share a group in conftest, so one xdist worker runs them)
+
+@pytest.fixture(scope='module')
+def quick_run(tmp_path_factory)->tuple:
+    """`python -m mini_nn.bench --quick`'s backward parts, run once on one thread with CPU time and without fastprogress
+    (as with torch alone): `(result, output folder, what it wrote to stderr)`."""
+    out, err, threads = tmp_path_factory.mktemp('bench'), io.StringIO(), torch.get_num_threads()
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stderr(err):
+        for name in ('fastprogress', 'fastprogress.fastprogress'): mp.setitem(sys.modules, name, None)  # not installed
+        try: res = main(['--quick', '--min-time', '0.002', '--out', str(out), '--skip', 'ladder', 'imports', 'compile',
+                         '--threads', '1', '--cpu-time'])
+        finally: torch.set_num_threads(threads)
+    return res, out, err.getvalue()
+
+
+def test_the_command_runs_the_backward_parts_with_one_thread_on_cpu_time(quick_run):
+    res, out, _ = quick_run
     assert res['machine']['clock'] == 'CPU time' and res['machine']['torch_threads'] == 1
-    assert sorted(p.name for p in tmp_path.iterdir()) == ['backward.csv', 'bench.json', 'tricks.csv']
+    assert sorted(p.name for p in out.iterdir()) == ['backward.csv', 'bench.json', 'tricks.csv']
     assert len(res['targets']) == 2 * len(BACKWARD_TARGETS)  # each target at both sizes
     assert all(r['note'] == '' for r in res['backward'])
+    assert [r['version'] for r in res['backward']] == 2 * list(AGAINST)
+    assert [r['trick'] for r in res['tricks']] == 2 * [t for t, _, _ in TRICKS]
+
+
+def test_the_command_without_fastprogress_prints_a_line_per_step(quick_run):
+    _, _, err = quick_run
+    steps = [l.split(' s  ', 1)[1] for l in err.splitlines() if l.startswith('[')]
+    assert steps == ['200×100 → 50 → 1', '512×784 → 256 → 1', 'tricks at 200×100 → 50 → 1', 'tricks at 512×784 → 256 → 1']
+    assert [l.split()[0] for l in err.splitlines() if l.startswith('[')] == ['[1/2]', '[2/2]'] * 2
+
+
+def test_the_command_saves_what_it_measured(quick_run):
+    res, out, _ = quick_run
+    for name, records in [('backward.csv', res['backward']), ('tricks.csv', res['tricks'])]:
+        rows = list(csv.DictReader(open(out/name)))
+        assert [list(r) for r in rows] == [list(r) for r in records]
+        assert [r[k] for r in rows for k in r] == [str(r[k]) for r in records for k in r]
+    saved = json.loads((out/'bench.json').read_text())
+    assert saved['targets'] == res['targets'] and saved['machine'] == res['machine']

@@ -1,6 +1,6 @@
 """The explorers in a real JupyterLab, in headless Chromium (Debian's /usr/bin/chromium through Playwright for Python).
 
-The test copies lessons 02 and 03 and the backward explorer's notebook (07a) into a temporary root directory, so
+The test copies lessons 02 and 03 and the backward explorer's notebook (07e) into a temporary root directory, so
 JupyterLab's autosave can never touch the repository's notebooks, serves them on 127.0.0.1 with a random port and
 token, runs each notebook, then clicks an element of the stride explorer, moves the blow-up explorer's layers slider,
 steps the backward explorer through the backward pass and down to a batch of one, and checks what the page shows.
@@ -28,7 +28,7 @@ pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason=(
     "`make test` installs it when run as root)"))
 
 
-BROWSED = ('02_broadcasting.ipynb', '03_init.ipynb', '07a_backward_explorer.ipynb')
+BROWSED = ('02_broadcasting.ipynb', '03_init.ipynb', '07e_backward_explorer.ipynb')
 
 
 def free_port()->int:
@@ -167,7 +167,7 @@ SHOWS = '''([step, n]) => {
 
 
 def test_backward_explorer_steps_and_batch_of_one(browser, lab):
-    page = open_and_run_all(browser, lab, '07a_backward_explorer.ipynb')
+    page = open_and_run_all(browser, lab, '07e_backward_explorer.ipynb')
     graph = page.locator('.widget-html-content svg.mn-graph').first     # the explorer's graph (not the static ones)
     node = lambda name: graph.locator(f'g.mn-node[data-name="{name}"]')
     info = page.locator('.widget-html-content div.mn-step').first

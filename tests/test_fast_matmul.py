@@ -45,9 +45,12 @@ def check_equal(matmul, a, b):
     assert torch.equal(a, a0) and torch.equal(b, b0), 'inputs were modified'
 
 
-# shapes chosen around the kernels' block sizes (MR=4, NR=16, MC=96, KC=384, NB=256) and the small-product cut-off
+# shapes around the blocked kernel's blocks (KC=384, NB=256), around this machine's register tile and cache blocks
+# for float32 (the largest tile), the small-product cut-off, and empty ones
+(MR, NR), (KC, NC) = fm.register_tile(4), fm.cache_blocks(*fm.register_tile(4), 4)
 SHAPES = [(1, 1, 1), (7, 1, 3), (1, 9, 1), (3, 385, 15), (97, 383, 17), (95, 769, 33), (65, 64, 66),
-          (100, 70, 257), (5, 784, 10), (0, 5, 3), (4, 0, 3), (4, 5, 0)]
+          (100, 70, 257), (5, 784, 10), (0, 5, 3), (4, 0, 3), (4, 5, 0),
+          (MR + 1, KC + 1, NR - 1), (2 * MR - 1, KC - 1, NC + 1), (3 * MR, 2 * KC + 3, NC - 1), (MR - 1, 70, 2 * NC + NR + 1)]
 
 
 @pytest.mark.parametrize('name', JIT_RUNGS)
@@ -119,12 +122,39 @@ def test_bad_inputs_are_refused_like_lesson_01(name):
     with pytest.raises(TypeError, match='must be a torch.Tensor'): f([[1.]], torch.ones(1, 1))
 
 
-def test_micro_kernel_adds_one_tile():
+@pytest.mark.parametrize('mr, nr', [(1, 1), (2, 4), (4, 16), (8, 32)])
+def test_generated_micro_kernel_adds_its_tile_at_the_given_place_only(mr, nr):
     g = torch.Generator().manual_seed(4)
-    a, b, c = torch.randn(50, fm.MR, generator=g), torch.randn(50, fm.NR, generator=g), torch.randn(fm.MR, fm.NR, generator=g)
-    expected = c + a.T @ b
-    fm.micro_kernel(a.numpy(), b.numpy(), c.numpy())
+    a, b, c = torch.randn(50, mr, generator=g), torch.randn(50, nr, generator=g), torch.randn(mr + 3, nr + 2, generator=g)
+    expected = c.clone()
+    expected[2:2 + mr, 1:1 + nr] += a.T @ b
+    fm.njit(fastmath={'contract'})(fm.make_micro_kernel(mr, nr))(a.numpy(), b.numpy(), c.numpy(), 2, 1)
     torch.testing.assert_close(c, expected)
+
+
+def test_micro_kernel_source_has_one_line_per_row_and_a_running_sum_per_entry():
+    src = fm.micro_kernel_source(3, 5)
+    assert src.count('x = a[p, ') == 3 and src.count(' += x * b') == 15 and src.count('c[i0 + ') == 15
+
+
+def test_the_micro_kernel_stub_says_it_runs_inside_numba_kernels():
+    with pytest.raises(TypeError, match='inside numba kernels'): fm.micro_kernel(None, None, None, 0, 0)
+
+
+@pytest.mark.parametrize('features, tile32, tile64', [('+avx512f,+avx2,+fma', (8, 32), (8, 16)),
+                                                     ('+avx2,+fma,-avx512f', (4, 16), (4, 8)),
+                                                     ('+sse4.2', (4, 8), (4, 4)), ('', (4, 8), (4, 4))])
+def test_the_register_tile_follows_the_features_numba_compiles_for(monkeypatch, features, tile32, tile64):
+    monkeypatch.setattr(fm.numba.config, 'CPU_FEATURES', features)
+    assert (fm.register_tile(4), fm.register_tile(8)) == (tile32, tile64)
+
+
+def test_cache_blocks_fill_half_of_l1_and_half_of_l2(monkeypatch):
+    monkeypatch.setattr(fm, 'cache_sizes', lambda: (48 << 10, 2 << 20))
+    assert fm.cache_blocks(8, 32, 4) == (768, 320)   # 768×8×4 B = 24 KiB; 768×320×4 B = 960 KiB
+    assert fm.cache_blocks(4, 8, 8) == (768, 168)
+    monkeypatch.setattr(fm, 'cache_sizes', lambda: (32 << 10, 64 << 10))
+    assert fm.cache_blocks(8, 32, 4) == (512, 32)    # a block of b never narrower than one panel
 
 
 def test_pack_panels_pads_the_last_panel_with_zeros():

@@ -5,7 +5,9 @@ from conftest import BIN, ROOT, run
 
 LESSONS = ['mini_nn.guards', 'mini_nn.matmul', 'mini_nn.broadcasting', 'mini_nn.init', 'mini_nn.backprop', 'mini_nn.module',
            'mini_nn.train']
-TORCH_ONLY = LESSONS + ['mini_nn.check', 'mini_nn.bench']  # the exercise checkers and the benchmark need torch alone too
+# the exercise checkers, the benchmark (lessons 08 and 08a) and the gradients-through-depth experiment (which the
+# gradient explorer draws) need torch alone too
+TORCH_ONLY = LESSONS + ['mini_nn.check', 'mini_nn.bench', 'mini_nn.backward_bench', 'mini_nn.gradient_stats']
 UI_AND_TOOLS = ['ipywidgets', 'matplotlib', 'IPython', 'nbdev', 'fastcore', 'numba', 'sklearn', 'fastprogress']
 
 

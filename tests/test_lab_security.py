@@ -73,3 +73,16 @@ def test_lab_requires_its_token_and_listens_on_loopback_only(lab):
     assert status(f'{base}/lab') in (302, 403)  # to the login page, never the app
     assert status(f'{base}/api/contents/index.ipynb?token={token}') == 200
     assert listening_addresses(port) == {'0100007F'}, "JupyterLab must listen on 127.0.0.1 and nowhere else"
+
+
+def test_lab_shows_no_news_or_update_prompts(lab):
+    "The page's config disables the plugin that asks whether to fetch news; the server fetches no news and no release."
+    import json
+    port, token = lab
+    get = lambda path: urllib.request.urlopen(f'http://127.0.0.1:{port}{path}?token={token}', timeout=10).read().decode()
+    page = re.search(r'<script id="jupyter-config-data" type="application/json">(.*?)</script>', get('/lab'), re.S)
+    config = json.loads(page.group(1))
+    assert '@jupyterlab/apputils-extension:announcements' in config['disabledExtensions'], config['disabledExtensions']
+    assert config['news'] == {'disabled': True}  # --LabApp.news_url=None
+    assert json.loads(get('/lab/api/news')) == {'news': []}
+    assert json.loads(get('/lab/api/update')) == {'notification': None}  # NeverCheckForUpdate: PyPI is never asked

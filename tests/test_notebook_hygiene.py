@@ -30,6 +30,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from execnb.nbio import NbCell
+from nbdev.process import extract_directives
 
 from conftest import ROOT, execute_nbs, lesson_notebooks
 
@@ -41,7 +43,6 @@ LESSONS = lesson_notebooks()  # what nbdev_test runs: nbs/*.ipynb
 
 ABSOLUTE_PATH = re.compile(r'(?<![\w.~-])(/(?:work|root|home|tmp|Users|private|var/folders|opt|usr/local)/'
                            r'|[A-Za-z]:\\\\|site-packages)')
-DIRECTIVE = re.compile(r'^\s*#\s*\|\s*([\w-]+)')
 
 # normalisations of what legitimately differs between two runs
 UUID = re.compile(r'\b[0-9a-f]{32}\b|\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b')
@@ -49,13 +50,8 @@ ADDRESS = re.compile(r'\b0x[0-9a-fA-F]{6,}\b')
 
 
 def directives(cell)->set:
-    "The names of the `#|` directives at the top of a code cell."
-    names = set()
-    for line in ''.join(cell['source']).splitlines():
-        m = DIRECTIVE.match(line)
-        if not m: break
-        names.add(m.group(1))
-    return names
+    "The names of the `#|` directives at the top of a code cell (a notebook's JSON), as nbdev reads them."
+    return set(extract_directives(NbCell(0, cell), remove=False))
 
 
 def load(path:Path)->dict: return json.loads(path.read_text())
@@ -115,7 +111,8 @@ def test_committed_notebook_holds_no_execution_junk(path):
     assert not bad, f"{rel(path)} holds stale execution data (run `make export`):\n" + '\n'.join(bad)
 
 
-CLOCK = {'seconds_per_call', 'seconds', 'gflops', 'first_call', 'ladder', 'perf_counter', 'timeit', 'interleaved_seconds'}
+CLOCK = {'best_of_seconds', 'median_block_seconds', 'fastest_block_seconds', 'seconds', 'gflops', 'first_call', 'ladder',
+         'backward_bench', 'backward_tricks', 'import_cost', 'perf_counter', 'timeit'}
 
 
 def calls_the_clock(src:str)->bool:
@@ -132,7 +129,8 @@ def calls_the_clock(src:str)->bool:
     return False
 
 
-@pytest.mark.parametrize('name', ['01_matmul.ipynb', '03_init.ipynb', '06_fast_matmul.ipynb'])
+@pytest.mark.parametrize('name', ['01_matmul.ipynb', '03_init.ipynb', '06_fast_matmul.ipynb', '08_bench.ipynb',
+                                  '08a_backward_bench.ipynb'])
 def test_timing_cells_are_marked(name):
     "Cells that measure time say so with `#| timing` (or are `#| slow`), or their outputs could never reproduce."
     cells = [c for c in load(NBS/name)['cells'] if c['cell_type'] == 'code']

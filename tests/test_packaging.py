@@ -159,9 +159,10 @@ def optional_modules()->list:
 
 
 def test_the_optional_modules_are_found():
-    "The checks below can fail: they see the widgets and numba modules, and what they raise without their extra."
-    assert {('widgets', 'widgets'), ('fast', 'fast_matmul')} <= set(optional_modules())
-    assert import_errors(ROOT/'mini_nn'/'widgets.py') == [f'mini_nn.widgets needs ipywidgets and matplotlib: {extra_hint("widgets")}']
+    "The checks below can fail: they see the explorers' and numba's modules, and what they raise without their extra."
+    assert {('widgets', 'explorer_base'), ('fast', 'fast_matmul')} <= set(optional_modules())
+    assert import_errors(ROOT/'mini_nn'/'explorer_base.py') == [
+        f'the explorers (mini_nn.widgets) need ipywidgets and matplotlib: {extra_hint("explorer_base")}']
 
 
 @pytest.mark.parametrize('extra,module', optional_modules())
@@ -243,7 +244,7 @@ def test_without_the_extras_the_optional_modules_say_which_extra_to_install(torc
     "Each module that needs an extra, imported with torch alone, raises the ImportError naming it."
     raising = {m: import_errors(ROOT/'mini_nn'/f'{m}.py') for _, m in optional_modules()}
     raising = {m: msgs for m, msgs in raising.items() if msgs}
-    assert {'widgets', 'fast_matmul'} <= set(raising)
+    assert {'explorer_base', 'fast_matmul'} <= set(raising)
     code = ''.join(f"try: import mini_nn.{m}\nexcept ImportError as e: print('{m}:', type(e).__name__, e)\n"
                    f"else: print('{m}: imported')\n" for m in raising)
     out = run(torch_only_venv, '-c', code, cwd=tmp_path).stdout

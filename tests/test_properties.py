@@ -80,7 +80,8 @@ def test_matmul_equals_matmul(matmul, ab):
 @st.composite
 def large_products(draw):
     "`(a, b)` big enough for matmul_tiled's packed, threaded path (at least SMALL multiply-adds), with ragged edges."
-    from mini_nn.fast_matmul import SMALL, MR, NR
+    from mini_nn.fast_matmul import SMALL, register_tile
+    MR, NR = register_tile(4)
     m, n = draw(st.integers(MR + 1, 70)), draw(st.integers(NR + 1, 70))
     k = draw(st.integers(SMALL // (m * n) + 1, SMALL // (m * n) + 40))
     dtype, g = draw(DTYPES), torch.Generator().manual_seed(draw(st.integers(0, 2**32 - 1)))

@@ -213,7 +213,7 @@ def visits(sync_api, server, site):
                     # api.html documents some names itself: look them up now that the fragments are known
                     report['sections'] = page.evaluate(PAGE_REPORT_JS, fragments.get(name, []))['sections']
                 # the search leaves its word ('kaiming') to be highlighted on the pages opened next, among them
-                # widgets.html, whose saved widget state contains it: those widgets must still render
+                # blowup_explorer.html, whose saved widget state contains it: those widgets must still render
                 if name == 'search.html': report['search_hits'] = search_hits(page, server, sync_api)
                 results[name] = dict(report, status=resp.status if resp else None, log=list(log))
         finally:

@@ -1,5 +1,7 @@
-"""The three explorers, driven headless the way a learner drives them: set every control across its range and
-its edge values, click elements, type shapes; assert what the view shows. No browser (see test_browser.py)."""
+"""The stride, expand_as and blow-up explorers and the parts every explorer shares, driven headless the way a learner
+drives them: set every control across its range and its edge values, click elements, type shapes; assert what the view
+shows. Also what holds for every explorer module: the widgets extra, named when missing, and no pyplot. No browser (see
+test_browser.py)."""
 import itertools
 import re
 import textwrap
@@ -8,14 +10,15 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from conftest import BIN, run
+from conftest import BIN, EXPLORER_MODULES, PNG, plotted, run, skip_without_widgets
 
-W = pytest.importorskip('ipywidgets', reason='the widgets extra (ipywidgets) is not installed')
+skip_without_widgets()
 from mini_nn.broadcasting import broadcast_shapes, storage_index, storage_values
 from mini_nn.init import activation_stats
-from mini_nn import widgets as mw
-from mini_nn.widgets import (STRIDE_OPS, EXPANDS, blowup_explorer, broadcast_html, cell_colour, expand_explorer,
-                             expand_html, grid_html, parse_ints, storage_html, stride_explorer, stride_view)
+from mini_nn.explorer_base import cell_colour, grid_html, parse_ints, storage_html
+from mini_nn.stride_explorer import STRIDE_OPS, stride_view
+from mini_nn.expand_explorer import broadcast_html, expand_html
+from mini_nn.widgets import blowup_explorer, expand_explorer, stride_explorer  # the one import a learner uses
 
 
 # ---- reading the views back -----------------------------------------------------------------------------------------
@@ -42,34 +45,45 @@ def selected_buttons(sx):
     return [ix for ix, b in sx.buttons.items() if b.layout.border.startswith('3px')]
 
 
-# ---- import without the extra ---------------------------------------------------------------------------------------
+# ---- every explorer module: the extra, and no pyplot ----------------------------------------------------------------
+
+LESSONS = 'mini_nn.matmul, mini_nn.broadcasting, mini_nn.init, mini_nn.backprop, mini_nn.module, mini_nn.gradient_stats'
 
 @pytest.mark.parametrize('missing', ['ipywidgets', 'matplotlib'])
 def test_import_without_the_extra_names_it(missing):
-    "With ipywidgets or matplotlib unimportable, `import mini_nn.widgets` raises ImportError naming the extra."
+    "With ipywidgets or matplotlib unimportable, importing any explorer module raises ImportError naming the extra."
     code = textwrap.dedent(f"""
         import sys
         sys.modules[{missing!r}] = None  # makes `import {missing}` raise ImportError, as if it were not installed
-        try:
-            import mini_nn.widgets
-        except ImportError as e:
-            print('ImportError:', e)
-        import mini_nn.matmul, mini_nn.broadcasting, mini_nn.init  # the lessons still import fine
+        for m in {EXPLORER_MODULES!r}:
+            try:
+                __import__(m)
+            except ImportError as e:
+                print(m, 'ImportError:', e)
+        import {LESSONS}  # the lessons still import fine
         print('lessons ok')
     """)
     out = run(BIN/'python', '-c', code).stdout
-    assert 'ImportError: mini_nn.widgets needs ipywidgets and matplotlib: pip install "mini_nn[widgets]"' in out
+    for m in EXPLORER_MODULES:
+        assert f'{m} ImportError: the explorers (mini_nn.widgets) need ipywidgets and matplotlib: pip install "mini_nn[widgets]"' in out
     assert 'lessons ok' in out
 
 
-def test_lessons_do_not_import_widgets_and_widgets_use_no_pyplot():
-    code = ("import sys, mini_nn.matmul, mini_nn.broadcasting, mini_nn.init\n"
-            "print('widgets' in sys.modules.get('mini_nn').__dict__, 'mini_nn.widgets' in sys.modules)\n"
-            "import mini_nn.widgets as w\n"
-            "e = w.blowup_explorer(); w.stride_explorer(); w.expand_explorer()\n"
+def test_lessons_do_not_import_the_explorers_and_the_explorers_use_no_pyplot():
+    code = (f"import sys, {LESSONS}\n"
+            f"print(sorted(m for m in {EXPLORER_MODULES + ['ipywidgets', 'matplotlib']!r} if m in sys.modules))\n"
+            "import mini_nn.widgets as w, mini_nn.backward_explorer as b, mini_nn.gradient_explorer as g\n"
+            "w.blowup_explorer(); w.stride_explorer(); w.expand_explorer(); w.backward_explorer(); w.gradient_explorer(n_layers=3)\n"
+            "b.graph_figure(); b.step_error_figure([0.1, 0.01], {'e': [1e-3, 1e-5]}); g.depth_figure({('kaiming', True): g.gradient_stats(3)})\n"
             "print('pyplot', 'matplotlib.pyplot' in sys.modules)")
-    out = run(BIN/'python', '-c', code).stdout.split()
-    assert out == ['False', 'False', 'pyplot', 'False']
+    assert run(BIN/'python', '-c', code).stdout.split() == ['[]', 'pyplot', 'False']
+
+
+def test_widgets_is_the_one_import_of_every_explorer():
+    import mini_nn.widgets as w
+    assert w.__all__ == ['stride_explorer', 'expand_explorer', 'blowup_explorer', 'backward_explorer', 'gradient_explorer']
+    for name in w.__all__:
+        assert getattr(w, name) is getattr(__import__(f'mini_nn.{name}', fromlist=[name]), name)
 
 
 # ---- shared pieces --------------------------------------------------------------------------------------------------
@@ -286,10 +300,6 @@ def test_expand_explorer_bad_case():
 
 # ---- blow-up explorer -----------------------------------------------------------------------------------------------
 
-def plotted(bx, gid):
-    line = [l for l in bx.figure.axes[0].lines if l.get_gid() == gid][0]
-    return torch.tensor(line.get_ydata(), dtype=torch.float64)
-
 def marks(bx):
     return {t.get_gid(): t.get_text() for t in bx.figure.axes[0].texts if t.get_gid()}
 
@@ -300,7 +310,7 @@ def check_blowup(bx, n_layers, width, init, relu, seed=0):
     assert torch.equal(s.mean.nan_to_num(7.), want.mean.nan_to_num(7.)) and s.first_nonfinite == want.first_nonfinite
     for gid, y in [('std', want.std), ('|mean|', want.mean.abs())]:
         ok = y.isfinite() & (y > 0)
-        got = plotted(bx, gid)
+        got = plotted(bx.figure, gid)
         assert torch.equal(got[ok], y[ok]) and got[~ok].isnan().all()  # 0, inf and nan are gaps, never a crash
     zero = ((want.std == 0) & (want.mean == 0)).nonzero()
     expect = {}
@@ -309,14 +319,14 @@ def check_blowup(bx, n_layers, width, init, relu, seed=0):
     assert marks(bx) == expect
     if want.first_nonfinite is not None:
         assert f'inf/nan from layer {want.first_nonfinite}</b>' in bx.summary.value
-    assert bx.plot.value[:8] == b'\x89PNG\r\n\x1a\n'
+    assert bx.plot.value[:8] == PNG
 
 
 def test_blowup_layers_slider_across_its_range():
     bx = blowup_explorer()
     for n in [*range(1, 11), *range(20, 100, 20), 99, 100]:  # the low end step by step, then across to the top
         bx.layers.value = n
-        assert len(bx.stats.std) == n + 1 and len(plotted(bx, 'std')) == n + 1
+        assert len(bx.stats.std) == n + 1 and len(plotted(bx.figure, 'std')) == n + 1
     check_blowup(bx, 100, 100, 'plain', False)
     bx.layers.value = 1
     check_blowup(bx, 1, 100, 'plain', False)

@@ -1,4 +1,6 @@
 "The GitHub workflows cannot run here; check that they are valid and do what the course needs."
+import re
+
 import yaml
 
 from conftest import BIN, ROOT, run
@@ -25,11 +27,21 @@ def test_schema_check_rejects_a_broken_workflow(tmp_path):
     assert res.returncode != 0
 
 
-def test_test_workflow_runs_the_nbdev_ci_steps():
-    text = steps_text('test.yaml')
-    for step in ['requirements/constraints.txt', 'nbdev_clean', 'nbdev_export', 'git status --porcelain',
-                 'nbdev_test', 'pytest tests']:
-        assert step in text, step
+def test_test_workflow_checks_sync_then_runs_the_readme_test_command_once():
+    """The test workflow builds the environment as `make` does (pinned, CPU torch), checks that notebooks and library
+    are in sync, then runs `make test`, which executes every lesson once: never nbdev_test, nor pytest a second time."""
+    steps = [s for job in yaml.safe_load((WORKFLOWS/'test.yaml').read_text())['jobs'].values() for s in job['steps']]
+    runs = [s.get('run', '').strip() for s in steps]
+    assert [r for r in runs if re.search(r'\b(make test|pytest|nbdev_test)\b', r)] == ['make test'], runs
+    assert runs[-1] == 'make test', 'the tests are not the last step'
+    env_step = next(s for s in steps if s.get('run', '').strip() == 'make env')
+    assert 'download.pytorch.org/whl/cpu' in str(env_step.get('env', {})), "torch would be PyPI's CUDA build"
+    sync = next(i for i, r in enumerate(runs) if 'git status --porcelain' in r)
+    assert runs.index('make env') < sync < runs.index('make test')
+    for step in ['nbdev_clean', 'nbdev_export', 'tools/readme.py']:
+        assert step in runs[sync], step
+    recipe = run('make', '--no-print-directory', '-n', '-B', 'env').stdout  # dry run, as if .venv were missing
+    assert '-c requirements/constraints.txt' in recipe, recipe
 
 
 def test_deploy_workflow_builds_docs_with_quarto_and_publishes_pages():
