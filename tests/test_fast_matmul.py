@@ -122,7 +122,7 @@ def test_bad_inputs_are_refused_like_lesson_01(name):
     with pytest.raises(TypeError, match='must be a torch.Tensor'): f([[1.]], torch.ones(1, 1))
 
 
-@pytest.mark.parametrize('mr, nr', [(1, 1), (2, 4), (4, 16), (8, 32)])
+@pytest.mark.parametrize('mr, nr', [(1, 1), (2, 4), (3, 16)])  # small tiles: each compiles afresh; 8×32 runs in matmul_tiled's tests
 def test_generated_micro_kernel_adds_its_tile_at_the_given_place_only(mr, nr):
     g = torch.Generator().manual_seed(4)
     a, b, c = torch.randn(50, mr, generator=g), torch.randn(50, nr, generator=g), torch.randn(mr + 3, nr + 2, generator=g)
