@@ -11,10 +11,12 @@ LAB_ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root)
 .PHONY: lab test env export docs docs-serve exercises
 .DEFAULT_GOAL := test
 
+# --no-compile: pip would compile every installed module to bytecode (more than half of the install's time); Python
+# compiles the modules a process imports, once, when it first imports them.
 $(ENV_STAMP): settings.ini setup.py requirements/constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c requirements/constraints.txt -e ".[dev]"
+	$(BIN)/python -m pip install --quiet --no-compile -c requirements/constraints.txt -e ".[dev]"
 	touch $@
 
 env: $(ENV_STAMP)

@@ -137,6 +137,10 @@ def server(site):
 PAGE_REPORT_JS = '''async (fragments) => {
   if (window.MathJax && MathJax.startup && MathJax.startup.promise)  // typeset, or give up after 15 s
     await Promise.race([MathJax.startup.promise, new Promise(r => setTimeout(r, 15000))]);
+  // the typeset math asks for MathJax's fonts once laid out: lay the page out, then let those fonts arrive, or
+  // leaving the page would abort their requests (and log them as failed)
+  document.body.getBoundingClientRect();
+  await Promise.race([document.fonts.ready, new Promise(r => setTimeout(r, 15000))]);
   const views = Array.from(document.querySelectorAll('script[type="application/vnd.jupyter.widget-view+json"]'));
   const unrendered = views.filter(s => !s.parentElement.querySelector('.jupyter-widgets')).length;
   const controls = Array.from(document.querySelectorAll(arguments_controls)).filter(e => {
