@@ -166,7 +166,8 @@ def pytest_sessionfinish(session):
 GROUPS = {'tests/test_site.py::*': 'site',             # the site build, its server and one browser visiting every page
           'tests/test_packaging.py::*': 'packaging',   # the sdist and wheel, and a venv with torch and the wheel
           'tests/test_browser.py::*': 'browser',       # JupyterLab and a browser
-          'tests/test_bench.py::test_the_command_*': 'bench command'}  # one `--quick` run of the benchmark's backward parts
+          'tests/test_bench.py::test_the_command_*': 'bench command',  # one `--quick` run of the benchmark's backward parts
+          'tests/test_imports.py::*': 'imports'}       # one interpreter that imports each lesson module in a fork
 # the two tests of one lesson share its execution (`lesson_runs`)
 LESSON_TEST = re.compile(r'^tests/test_notebook_hygiene\.py::test_lesson_\w+\[(?P<nb>[^\]]+)\]$')
 
