@@ -6,6 +6,7 @@ so that the fixture is built once, and the collection is ordered by rough cost, 
 workers finish at about the same time.
 """
 import fnmatch
+import importlib.util
 import json
 import os
 import re
@@ -124,6 +125,36 @@ def lesson_runs(request, tmp_path_factory)->LessonRuns:
         item.callspec.params['path'].name: item.callspec.params['path'] for item in request.session.items
         if 'lesson_runs' in item.fixturenames and 'path' in getattr(getattr(item, 'callspec', None), 'params', {})}.values())
     return LessonRuns(tmp_path_factory.mktemp('lessons'), wanted)
+
+
+# ---- lesson 06's kernels, compiled once ------------------------------------------------------------------------
+
+# numba compiles a kernel at its first call (seconds for the parallel ones, ~20 s of CPU for every kernel in both
+# dtypes) and caches it on disk, beside the module. Several processes of the suite call them (this suite's workers,
+# notebooks 06 and 08, the benchmark command): each one that got there before the cache was written would compile
+# them all again (a fresh clone's run: the benchmark command's test took 36 s without this, 19 s with it). So the
+# controller starts one process that compiles them while the workers start up and run the heaviest groups (the site,
+# the browser), and stops it at the end. Nothing waits for it: a test that gets there first compiles for itself.
+WARM_KERNELS = """
+import torch
+from mini_nn import fast_matmul as fm
+for dtype in (torch.float32, torch.float64):
+    a, b = torch.randn(70, 90, dtype=dtype), torch.randn(90, 70, dtype=dtype)  # above fm.SMALL: the tiled path
+    for f in (fm.matmul_jit, fm.matmul_jit_ikj, fm.matmul_jit_fastmath, fm.matmul_jit_threads, fm.matmul_jit_blocked,
+              fm.matmul_tiled): f(a, b)
+"""
+
+
+def pytest_sessionstart(session):
+    if 'PYTEST_XDIST_WORKER' in os.environ or os.environ.get('NUMBA_DISABLE_JIT') == '1': return
+    if importlib.util.find_spec('numba') is None: return
+    session.config._warm_kernels = subprocess.Popen([sys.executable, '-c', WARM_KERNELS], cwd=ROOT,
+                                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def pytest_sessionfinish(session):
+    proc = getattr(session.config, '_warm_kernels', None)
+    if proc is not None and proc.poll() is None: proc.kill(); proc.wait()
 
 
 # ---- scheduling: groups that share a fixture, heaviest work first ---------------------------------------
