@@ -10,7 +10,7 @@ the committed ones (which `make export` computed in another fresh kernel): two r
 and outputs current.
 
 "Agree" is read as a reader would: after `nbdev_clean`'s cleaning, widget UUIDs and memory addresses normalised,
-text (streams, text/plain with tensors' reprs, markdown, HTML) is compared as words and numbers. Words and integers
+adjacent pieces of one output stream joined (the kernel may send one `print` in two), text (streams, text/plain with tensors' reprs, markdown, HTML) is compared as words and numbers. Words and integers
 must be equal; whitespace between them may differ (a tensor's column padding). Floats must agree within the
 relative tolerance of their dtype: float32 (torch's default: tensors without a `dtype=`, and short Python floats
 or float32 numbers widened to Python floats) 1e-5, float16/bfloat16 1e-2, float64 (tensors that say so, long
@@ -234,8 +234,20 @@ def normalise(text:str)->str: return ADDRESS.sub('0x…', UUID.sub('<uuid>', tex
 def as_text(v)->str: return ''.join(v) if isinstance(v, list) else v if isinstance(v, str) else json.dumps(v, sort_keys=True)
 
 
+def joined_streams(outputs:list)->list:
+    """`outputs` with each run of adjacent stream outputs of one name joined into one, as a notebook shows them: the
+    kernel sends what a cell prints in pieces, as its buffer is flushed (`print` writes the text, then the newline)."""
+    out = []
+    for o in outputs:
+        if out and o['output_type'] == 'stream' and out[-1]['output_type'] == 'stream' and out[-1]['name'] == o['name']:
+            out[-1] = {**out[-1], 'text': as_text(out[-1]['text']) + as_text(o['text'])}
+        else: out.append(o)
+    return out
+
+
 def output_differences(want:list, got:list)->list:
     "How the outputs `got` of one cell differ from `want`: text compared as words and numbers, anything else exactly."
+    want, got = joined_streams(want), joined_streams(got)
     if len(want) != len(got):
         kinds = lambda outs: [o.get('name', o['output_type']) for o in outs]
         return [f'{len(want)} outputs committed {kinds(want)}, {len(got)} executed {kinds(got)}']
@@ -362,6 +374,11 @@ def test_the_comparison_can_fail():
         assert len(differences(base, changed)) == 1, (cell, outputs)
         assert len(differences(changed, base)) == 1, (cell, outputs)
     assert differences(base, synthetic(('print(1)', stdout('1\n')))) == ['4 cells committed, 1 executed']
+    split = json.loads(json.dumps(base))  # one print sent in two pieces reads the same; a changed piece does not
+    split['cells'][0]['outputs'] = stdout('1 and 0.5') + stdout('\n')
+    assert differences(base, split) == [] and differences(split, base) == []
+    split['cells'][0]['outputs'] = stdout('1 and 0.7') + stdout('\n')
+    assert len(differences(base, split)) == 1
     no_timing_output = json.loads(json.dumps(base))
     no_timing_output['cells'][1]['outputs'] = []
     assert len(differences(no_timing_output, same)) == 1  # a timing cell committed without its output
