@@ -11,8 +11,8 @@ and outputs current.
 
 "Agree" is read as a reader would: after `nbdev_clean`'s cleaning, widget UUIDs and memory addresses normalised and
 adjacent pieces of one output stream joined (the kernel may send one `print` in two), text (streams, text/plain with
-tensors' reprs, markdown, HTML) is compared as words and numbers. Words and integers must be equal; whitespace between them may differ (a tensor's column padding). Floats must agree within the
-relative tolerance of their dtype: float32 (torch's default: tensors without a `dtype=`, and short Python floats
+tensors' reprs, markdown, HTML) is compared as words and numbers. Words and integers must be equal; whitespace
+between them may differ (a tensor's column padding). Floats must agree within the relative tolerance of their dtype: float32 (torch's default: tensors without a `dtype=`, and short Python floats
 or float32 numbers widened to Python floats) 1e-5, float16/bfloat16 1e-2, float64 (tensors that say so, long
 Python floats that are no float32 number) 1e-12. Where a value is shown rounded (a tensor's 4 decimals, or any
 number of 4 or more significant digits) the two shown values need only be roundings of numbers that agree: the
