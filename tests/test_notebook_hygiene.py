@@ -12,15 +12,16 @@ and outputs current.
 "Agree" is read as a reader would: after `nbdev_clean`'s cleaning, widget UUIDs and memory addresses normalised and
 adjacent pieces of one output stream joined (the kernel may send one `print` in two), text (streams, text/plain with
 tensors' reprs, markdown, HTML) is compared as words and numbers. Words and integers must be equal; whitespace
-between them may differ (a tensor's column padding). Floats must agree within the relative tolerance of their dtype: float32 (torch's default: tensors without a `dtype=`, and short Python floats
-or float32 numbers widened to Python floats) 1e-5, float16/bfloat16 1e-2, float64 (tensors that say so, long
-Python floats that are no float32 number) 1e-12. Where a value is shown rounded (a tensor's 4 decimals, or any
-number of 4 or more significant digits) the two shown values need only be roundings of numbers that agree: the
-last digit may land on either side of a rounding boundary. A shorter number ('3.5', '0.82') is taken as exact.
-So a changed result, a missing or extra output and a missing seed are caught, rounding noise of printed results is
-not (`test_the_comparison_*` show both), and noise printed as such (an error of 4.7e-07) still is: show a bound.
-Images and widget views are compared exactly. Of a cell with a `#| timing` directive only whether it shows
-something is compared (what it shows depends on the clock); the cells nbdev_test skips are not compared.
+between them may differ (a tensor's column padding). Floats must agree within the relative tolerance of their dtype:
+float32 (torch's default: tensors without a `dtype=`, and short Python floats or float32 numbers widened to Python
+floats) 1e-5, float16/bfloat16 1e-2, float64 (tensors that say so, long Python floats that are no float32 number)
+1e-12. Where a value is shown rounded (a tensor's 4 decimals, or any number of 4 or more significant digits) the two
+shown values need only be roundings of numbers that agree: the last digit may land on either side of a rounding
+boundary. A shorter number ('3.5', '0.82') is taken as exact. So a changed result, a missing or extra output and a
+missing seed are caught, rounding noise of printed results is not (`test_the_comparison_*` show both), and noise
+printed as such (an error of 4.7e-07) still is: show a bound. Images and widget views are compared exactly. Of a
+cell with a `#| timing` directive only whether it shows something is compared (what it shows depends on the clock);
+the cells nbdev_test skips are not compared.
 """
 import ast
 import json
