@@ -11,14 +11,19 @@ LAB_ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root)
 .PHONY: lab test env export docs docs-serve exercises
 .DEFAULT_GOAL := test
 
-# pip would compile all of the environment's 13,000 modules to bytecode, more than half of the install's time; with
-# --no-compile, Python compiles the ones a process imports when it first imports them, and keeps the result (so
-# PYTHONDONTWRITEBYTECODE, which would make every process compile them again, is not passed on).
+# uv installs the pinned environment (requirements/constraints.txt) in half of pip's time or less (41 s -> 18 s on an
+# empty cache here, 2 cores), most of what a fresh clone's `make test` spends before its first test. Where pip is told
+# to look for packages (PIP_FIND_LINKS, PIP_EXTRA_INDEX_URL, as CI does for torch's CPU wheel), uv is told too: it
+# reads its own settings, not pip's. Like pip with --no-compile, uv leaves compiling modules to bytecode to the first
+# process that imports them, which keeps the result (so PYTHONDONTWRITEBYTECODE, which would make every process
+# compile them again, is not passed on).
 unexport PYTHONDONTWRITEBYTECODE
+UV_LIKE_PIP := $(foreach l,$(PIP_FIND_LINKS),--find-links $(l)) \
+	$(if $(PIP_EXTRA_INDEX_URL),$(foreach u,$(PIP_EXTRA_INDEX_URL),--extra-index-url $(u)) --index-strategy unsafe-best-match)
 $(ENV_STAMP): settings.ini setup.py requirements/constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet --no-compile -c requirements/constraints.txt -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -c requirements/constraints.txt uv
+	$(BIN)/uv pip install --quiet --python $(BIN)/python $(UV_LIKE_PIP) -c requirements/constraints.txt -e ".[dev]"
 	touch $@
 
 env: $(ENV_STAMP)

@@ -90,12 +90,12 @@ def execute_nbs():
 
 
 class LessonRuns:
-    """Each lesson executed at most once, as `nbdev_test` runs it, by tools/execute_nbs.py in a fresh kernel whose
-    working directory is a copy of nbs/. `runs(path)` is `(executed notebook as a dict, None)` or `(None, error)`.
+    """Each lesson executed at most once, as `nbdev_test` runs it, by tools/execute_nbs.py in a fresh kernel (forked by
+    `kernel_manager_class`) whose working directory is a copy of nbs/. `runs(path)` is `(executed notebook as a dict, None)` or `(None, error)`.
     Without xdist the first request starts every lesson the session's tests ask for, two at a time, heaviest first;
     with it, each worker runs the ones its tests ask for (the tests of one notebook form one group, below)."""
-    def __init__(self, tmp:Path, prefetch:list=(), workers:int=2):
-        self.tmp, self.work = tmp, tmp/'nbs'
+    def __init__(self, tmp:Path, kernel_manager_class, prefetch:list=(), workers:int=2):
+        self.tmp, self.work, self.kernel_manager_class = tmp, tmp/'nbs', kernel_manager_class
         shutil.copytree(NBS, self.work, ignore=shutil.ignore_patterns('.ipynb_checkpoints'))
         self.futures, self.lock, self.slots = {}, threading.Lock(), threading.Semaphore(workers)
         self.prefetch = sorted(prefetch, key=lambda p: -cost_of_group(f'notebook {p.name}'))
@@ -104,7 +104,8 @@ class LessonRuns:
         with self.slots:
             try:
                 out = self.tmp/f'executed_{path.name}'
-                execute_nbs().execute(self.work/path.name, cwd=self.work, dest=out, as_nbdev_test=True)
+                execute_nbs().execute(self.work/path.name, cwd=self.work, dest=out, as_nbdev_test=True,
+                                      kernel_manager_class=self.kernel_manager_class)
                 fut.set_result((json.loads(out.read_text()), None))
             except BaseException as e:  # CellExecutionError carries the cell and its traceback
                 fut.set_result((None, f'{type(e).__name__}: {e}'[-6000:]))
@@ -120,11 +121,18 @@ class LessonRuns:
 
 
 @pytest.fixture(scope='session')
-def lesson_runs(request, tmp_path_factory)->LessonRuns:
+def kernel_manager_class(tmp_path_factory):
+    "Starts the kernels of the notebooks a test executes: forks of a process that has imported torch (forked_kernels.py)."
+    from forked_kernels import ForkedKernels
+    with ForkedKernels(tmp_path_factory.mktemp('kernels')) as kernels: yield kernels.manager_class
+
+
+@pytest.fixture(scope='session')
+def lesson_runs(request, tmp_path_factory, kernel_manager_class)->LessonRuns:
     wanted = [] if 'PYTEST_XDIST_WORKER' in os.environ else list({
         item.callspec.params['path'].name: item.callspec.params['path'] for item in request.session.items
         if 'lesson_runs' in item.fixturenames and 'path' in getattr(getattr(item, 'callspec', None), 'params', {})}.values())
-    return LessonRuns(tmp_path_factory.mktemp('lessons'), wanted)
+    return LessonRuns(tmp_path_factory.mktemp('lessons'), kernel_manager_class, wanted)
 
 
 # ---- lesson 06's kernels, compiled once ------------------------------------------------------------------------

@@ -866,21 +866,21 @@ def test_nbdev_ignores_the_exercise_notebooks():
     assert found and not [p for p in found if 'exercises' in p]
 
 
-def _execute(path):
+def _execute(path, kernel_manager_class):
     nb = nbformat.read(path, as_version=4)
     from nbclient import NotebookClient
-    # one thread each: two kernels side by side with torch's spinning OpenMP threads would fight over two cores
-    env = {**os.environ, 'OMP_NUM_THREADS': '1', 'NUMBA_NUM_THREADS': '1'}
-    NotebookClient(nb, timeout=600, kernel_name='python3', resources={'metadata': {'path': str(path.parent)}}).execute(env=env)
+    NotebookClient(nb, timeout=600, kernel_name='python3', resources={'metadata': {'path': str(path.parent)}},
+                   kernel_manager_class=kernel_manager_class).execute()
     return nb
 
 
-def test_the_exercise_notebooks_run_unmodified_to_the_end_with_failed_checks(tmp_path):
+def test_the_exercise_notebooks_run_unmodified_to_the_end_with_failed_checks(tmp_path, kernel_manager_class):
     paths = []
     for p in sorted(EX_DIR.glob('*.ipynb')):
         shutil.copy(p, tmp_path/p.name)
         paths.append(tmp_path/p.name)
-    with ThreadPoolExecutor(2) as pool: nbs = dict(zip([p.name for p in paths], pool.map(_execute, paths)))
+    with ThreadPoolExecutor(2) as pool:
+        nbs = dict(zip([p.name for p in paths], pool.map(lambda p: _execute(p, kernel_manager_class), paths)))
     assert sorted(nbs) == sorted(EXERCISES)
     for name, nb in nbs.items():
         errors = [o for c in nb.cells if c.cell_type == 'code' for o in c.outputs if o.output_type == 'error']

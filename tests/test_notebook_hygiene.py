@@ -398,13 +398,14 @@ SELF_TEST = [  # a tiny lesson: an unseeded draw, a seeded one, float32 arithmet
 ]
 
 
-def test_the_comparison_catches_a_changed_number_a_missing_output_and_a_missing_seed_in_executed_notebooks(tmp_path):
+def test_the_comparison_catches_a_changed_number_a_missing_output_and_a_missing_seed_in_executed_notebooks(
+        tmp_path, kernel_manager_class):
     "The same tiny notebook executed twice by the lessons' executor: only the unseeded cell differs, and edits are caught."
     src = tmp_path/'selftest.ipynb'
     src.write_text(json.dumps(synthetic(*[(s, []) for s in SELF_TEST])))
     def execute(n):
         out = tmp_path/f'run{n}.ipynb'
-        execute_nbs().execute(src, cwd=tmp_path, dest=out, as_nbdev_test=True)
+        execute_nbs().execute(src, cwd=tmp_path, dest=out, as_nbdev_test=True, kernel_manager_class=kernel_manager_class)
         return clean(load(out))
     with ThreadPoolExecutor(2) as pool: first, second = pool.map(execute, [1, 2])
     skipped = nbdev_test_plan(src)[1]

@@ -40,8 +40,10 @@ def nbdev_test_plan(path:Path)->tuple:
     return True, {c.idx_ for c in nb.cells if c.cell_type == 'code' and no_eval(c)}
 
 
-def execute(path:Path, timeout:int=600, cwd:Path=NBS, dest:Path=None, as_nbdev_test:bool=False):
-    "Execute the notebook at `path` with `cwd` as working directory and write it to `dest` (default: back to `path`)."
+def execute(path:Path, timeout:int=600, cwd:Path=NBS, dest:Path=None, as_nbdev_test:bool=False,
+            kernel_manager_class=None):
+    """Execute the notebook at `path` with `cwd` as working directory and write it to `dest` (default: back to `path`).
+    `kernel_manager_class`: what starts the kernel, if not jupyter_client's default (the suite forks its kernels)."""
     nb = nbformat.read(path, as_version=4)
     env = dict(os.environ)
     if as_nbdev_test:
@@ -51,8 +53,9 @@ def execute(path:Path, timeout:int=600, cwd:Path=NBS, dest:Path=None, as_nbdev_t
             nb.cells[i].source, nb.cells[i].outputs = '', []
         env['IN_TEST'] = '1'  # as nbdev_test sets it, and puts the repository first on sys.path
         env['PYTHONPATH'] = os.pathsep.join([str(ROOT)] + [p for p in env.get('PYTHONPATH', '').split(os.pathsep) if p])
+    manager = {'kernel_manager_class': kernel_manager_class} if kernel_manager_class else {}
     NotebookClient(nb, timeout=timeout, kernel_name='python3', store_widget_state=True,
-                   resources={'metadata': {'path': str(cwd)}}).execute(env=env)
+                   resources={'metadata': {'path': str(cwd)}}, **manager).execute(env=env)
     nbformat.write(nb, dest or path)
 
 
