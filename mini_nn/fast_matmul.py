@@ -4,9 +4,10 @@
 
 # %% auto #0
 __all__ = ['KC', 'NB', 'SMALL', 'run_kernel', 'ijk_kernel', 'matmul_jit', 'ikj_kernel', 'matmul_jit_ikj', 'ikj_fastmath_kernel',
-           'matmul_jit_fastmath', 'ikj_threads_kernel', 'matmul_jit_threads', 'pack_panels', 'blocked_kernel',
-           'matmul_jit_blocked', 'vector_bytes', 'register_tile', 'cache_sizes', 'cache_blocks', 'micro_kernel_source',
-           'make_micro_kernel', 'micro_kernel', 'tiled_kernel', 'tile_plan', 'matmul_tiled']
+           'matmul_jit_fastmath', 'ikj_threads_kernel', 'matmul_jit_threads', 'pack_panels', 'work_buffer',
+           'packed_panels', 'blocked_kernel', 'matmul_jit_blocked', 'vector_bytes', 'register_tile', 'cache_sizes',
+           'cache_blocks', 'micro_kernel_source', 'make_micro_kernel', 'micro_kernel', 'tiled_kernel', 'tile_plan',
+           'strip_buffer', 'matmul_tiled']
 
 # %% ../nbs/06_fast_matmul.ipynb #5af4c7cd
 import os
@@ -23,6 +24,8 @@ os.environ.setdefault('NUMBA_SLP_VECTORIZE', '1')
 try: import numba
 except ImportError as e: raise ImportError("mini_nn.fast_matmul needs numba: pip install 'mini_nn[fast]'", name='numba') from e
 import functools
+import math
+import threading
 from pathlib import Path
 import llvmlite.binding
 import numpy as np
@@ -134,19 +137,38 @@ NB = 256  # columns of b per block in the blocked kernel: 384 × 256 float32 num
 
 # %% ../nbs/06_fast_matmul.ipynb #edda8d72
 @njit(parallel=True, cache=_CACHE)
-def pack_panels(b,          # a `k×n` C-contiguous array
-                width:int,  # columns per panel
-               ):           # `(ceil(n / width), k, width)`: panel `q` holds columns `q*width ...`, zero-padded
-    "Copy `b` into panels `width` columns wide, each stored row after row, the last one padded with zeros."
+def pack_panels(b,      # a `k×n` C-contiguous array
+                panels, # a `(ceil(n / width), k, width)` array to fill: panel `q` gets columns `q*width ...`
+               ):
+    "Copy `b` into `panels`, each panel stored row after row, the last one padded with zeros; return `panels`."
     k, n = b.shape
-    panels = np.empty(((n + width - 1) // width, k, width), b.dtype)
+    width = panels.shape[2]
     for q in prange(panels.shape[0]):
         j0 = q * width
         used = min(width, n - j0)
         for p in range(k):
-            for j in range(used): panels[q, p, j] = b[p, j0 + j]
-            for j in range(used, width): panels[q, p, j] = 0
+            panels[q, p, :used] = b[p, j0:j0 + used]
+            panels[q, p, used:] = 0
     return panels
+
+# %% ../nbs/06_fast_matmul.ipynb #a7c3e1f0
+_buffers = threading.local()  # each Python thread its own: two threads never pack into one buffer
+
+def work_buffer(name:str,    # what it holds: 'panels', 'strips'
+                shape:tuple, # the shape wanted
+                dtype,       # its dtype
+               )->np.ndarray:
+    "An uninitialised array of `shape`, kept for this thread's next call (grown when too small): allocated once, as BLAS does."
+    size, key = math.prod(shape), (name, np.dtype(dtype))
+    kept = _buffers.__dict__
+    if key not in kept or kept[key].size < size: kept[key] = np.empty(size, dtype)
+    return kept[key][:size].reshape(shape)
+
+def packed_panels(b,         # a `k×n` C-contiguous array
+                  width:int, # columns per panel
+                 )->np.ndarray:
+    "`b` packed by `pack_panels` into this thread's panel buffer (valid until its next call)."
+    return pack_panels(b, work_buffer('panels', (math.ceil(b.shape[1] / width), b.shape[0], width), b.dtype))
 
 # %% ../nbs/06_fast_matmul.ipynb #9df61e29
 @njit(parallel=True, fastmath={'contract'}, cache=_CACHE)
@@ -170,7 +192,7 @@ def blocked_kernel(a, panels, c, nthreads:int):
                         for j in range(j1 - j0): crow[j] += x * brow[j]
 
 # %% ../nbs/06_fast_matmul.ipynb #f5ca0c79
-def _blocked(a, b, c): blocked_kernel(a, pack_panels(b, NB), c, numba.get_num_threads())
+def _blocked(a, b, c): blocked_kernel(a, packed_panels(b, NB), c, numba.get_num_threads())
 
 @expects(a='m k', b='k n')
 def matmul_jit_blocked(a:Tensor, b:Tensor)->Tensor:
@@ -245,28 +267,28 @@ def _micro_kernel_for(a, b, c, i0, j0): return make_micro_kernel(*register_tile(
 
 # %% ../nbs/06_fast_matmul.ipynb #5a4ec20f
 @njit(parallel=True, fastmath={'contract'}, cache=_CACHE)
-def tiled_kernel(a,            # `m×k` C-contiguous array
-                 panels,       # b packed by `pack_panels(b, NR)`
-                 c,            # `m×n` array to add `a @ b` into
-                 mr:int,       # rows of the register tile (`register_tile`'s MR)
-                 kc:int,       # rows of b per slice, and of each packed strip of a (`cache_blocks`'s KC)
-                 nc:int,       # columns of b per block (`cache_blocks`'s NC)
-                 nthreads:int, # threads to share the rows among
+def tiled_kernel(a,      # `m×k` C-contiguous array
+                 panels, # b packed by `pack_panels` into `NR`-wide panels
+                 c,      # `m×n` array to add `a @ b` into
+                 strips, # `(threads, strips per thread, ≥ min(kc, k), MR)` buffer for packed strips of a
+                 kc:int, # rows of b per slice, and of each packed strip of a (`cache_blocks`'s KC)
+                 nc:int, # columns of b per block (`cache_blocks`'s NC)
                 ):
     "Add `a @ b` into `c`: per thread and per slice of `k`, strips of `a` packed, each run against a block of panels of `b`."
     m, k = a.shape
     n, nr = c.shape[1], panels.shape[2]
+    nthreads, mr = strips.shape[0], strips.shape[3]
     nstrips = (m + mr - 1) // mr
     for t in prange(nthreads):
         s0, s1 = nstrips * t // nthreads, nstrips * (t + 1) // nthreads  # this thread's strips
-        packed = np.empty((s1 - s0, min(kc, k), mr), a.dtype)               # this thread's strips of a, one k-slice
-        edge = np.empty((mr, nr), c.dtype)                                  # scratch tile for the edges of c
+        packed, edge = strips[t], np.empty((mr, nr), c.dtype)            # their buffer; a scratch tile for c's edges
         for p0 in range(0, k, kc):
             kk = min(kc, k - p0)
-            for s in range(s0, s1):  # pack: strip s holds rows s*mr ... s*mr+mr-1 of a, column by column
+            for s in range(s0, s1):  # pack: row i of a becomes column r of strip s, zeros past the last row
                 for r in range(mr):
                     i = s * mr + r
-                    for p in range(kk): packed[s - s0, p, r] = a[i, p0 + p] if i < m else 0
+                    if i < m: packed[s - s0, :kk, r] = a[i, p0:p0 + kk]
+                    else: packed[s - s0, :kk, r] = 0
             for q0 in range(0, panels.shape[0], nc // nr):
                 for s in range(s0, s1):
                     i0, strip = s * mr, packed[s - s0, :kk]
@@ -288,11 +310,19 @@ def tile_plan(itemsize:int)->tuple:
     mr, nr = register_tile(itemsize)
     return mr, nr, *cache_blocks(mr, nr, itemsize)
 
+def strip_buffer(a,      # the left matrix, `m×k`
+                 mr:int, # rows per strip (the register tile's MR)
+                 kc:int, # columns of `a` per strip (KC)
+                )->np.ndarray:
+    "This thread's buffer for `tiled_kernel`'s packed strips of `a`: a part for each of numba's threads."
+    threads = numba.get_num_threads()
+    return work_buffer('strips', (threads, math.ceil(a.shape[0] / (mr * threads)), min(kc, a.shape[1]), mr), a.dtype)
+
 def _tiled(a, b, c):
     m, k = a.shape
     if m * k * b.shape[1] < SMALL: return ikj_fastmath_kernel(a, b, c)
     mr, nr, kc, nc = tile_plan(a.itemsize)
-    tiled_kernel(a, pack_panels(b, nr), c, mr, kc, nc, numba.get_num_threads())
+    tiled_kernel(a, packed_panels(b, nr), c, strip_buffer(a, mr, kc), kc, nc)
 
 @expects(a='m k', b='k n')
 def matmul_tiled(a:Tensor, b:Tensor)->Tensor:
