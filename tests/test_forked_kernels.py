@@ -43,8 +43,9 @@ def test_a_forked_kernel_is_what_a_fresh_kernel_is(kernel_manager_class, tmp_pat
 
 def test_a_kernel_with_other_threading_settings_starts_fresh(kernel_manager_class, tmp_path):
     "OpenMP reads OMP_NUM_THREADS once, when torch loads it: the server's torch cannot take another value."
-    state = kernel_state(tmp_path, kernel_manager_class, OMP_NUM_THREADS='1')
-    assert not state['forked'] and state['threads'] == 1 and state['env']['OMP_NUM_THREADS'] == '1'
+    other = '2' if os.environ.get('OMP_NUM_THREADS') == '1' else '1'  # not the value the server started with
+    state = kernel_state(tmp_path, kernel_manager_class, OMP_NUM_THREADS=other)
+    assert not state['forked'] and state['threads'] == int(other) and state['env']['OMP_NUM_THREADS'] == other
 
 
 async def _interrupt_then_kill(manager_class)->tuple:
@@ -58,10 +59,10 @@ async def _interrupt_then_kill(manager_class)->tuple:
         await kc.execute_interactive('import os; print(os.getpid())', timeout=30,
                                      output_hook=lambda m: shown.append(m['content'].get('text', '')))
         pid = int(''.join(shown))
-        msg_id = kc.execute('import time; time.sleep(60)')
-        while True:  # wait until the cell runs, then interrupt it
+        msg_id = kc.execute("import time; print('running', flush=True); time.sleep(60)")
+        while True:  # wait until the cell's own code runs (an interrupt before it is caught by the kernel), then interrupt
             msg = await kc.get_iopub_msg(timeout=30)
-            if msg['parent_header'].get('msg_id') == msg_id and msg['msg_type'] == 'execute_input': break
+            if msg['parent_header'].get('msg_id') == msg_id and msg['msg_type'] == 'stream': break
         await km.interrupt_kernel()
         reply = await kc.get_shell_msg(timeout=10)
     finally:
