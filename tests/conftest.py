@@ -91,7 +91,8 @@ def execute_nbs():
 
 class LessonRuns:
     """Each lesson executed at most once, as `nbdev_test` runs it, by tools/execute_nbs.py in a fresh kernel (forked by
-    `kernel_manager_class`) whose working directory is a copy of nbs/. `runs(path)` is `(executed notebook as a dict, None)` or `(None, error)`.
+    `kernel_manager_class`) whose working directory is a copy of nbs/. `runs(path)` is `(executed notebook as a dict,
+    None)` or `(None, error)`.
     Without xdist the first request starts every lesson the session's tests ask for, two at a time, heaviest first;
     with it, each worker runs the ones its tests ask for (the tests of one notebook form one group, below)."""
     def __init__(self, tmp:Path, kernel_manager_class, prefetch:list=(), workers:int=2):
@@ -122,7 +123,7 @@ class LessonRuns:
 
 @pytest.fixture(scope='session')
 def kernel_manager_class(tmp_path_factory):
-    "Starts the kernels of the notebooks a test executes: forks of a process that has imported torch (forked_kernels.py)."
+    "What starts the kernels of the notebooks tests execute: forks of a process that imported torch (forked_kernels.py)."
     from forked_kernels import ForkedKernels
     with ForkedKernels(tmp_path_factory.mktemp('kernels')) as kernels: yield kernels.manager_class
 
