@@ -6,8 +6,8 @@
 __all__ = ['KC', 'NB', 'SMALL', 'run_kernel', 'ijk_kernel', 'matmul_jit', 'ikj_kernel', 'matmul_jit_ikj', 'ikj_fastmath_kernel',
            'matmul_jit_fastmath', 'ikj_threads_kernel', 'matmul_jit_threads', 'pack_panels', 'work_buffer',
            'packed_panels', 'blocked_kernel', 'matmul_jit_blocked', 'vector_bytes', 'register_tile', 'cache_sizes',
-           'cache_blocks', 'micro_kernel_source', 'make_micro_kernel', 'micro_kernel', 'tiled_kernel', 'tile_plan',
-           'strip_buffer', 'matmul_tiled']
+           'cache_blocks', 'micro_kernel_source', 'make_micro_kernel', 'micro_kernel', 'micro_kernel_asm', 'hot_loop',
+           'tiled_kernel', 'tile_plan', 'strip_buffer', 'matmul_tiled']
 
 # %% ../nbs/06_fast_matmul.ipynb #5af4c7cd
 import os
@@ -53,10 +53,10 @@ def run_kernel(kernel,    # compiled kernel: `kernel(a, b, c, *args)` adds `a @ 
         raise TypeError(f"numba kernels run on the CPU; got tensors on {a.device}")
     dtype = a.dtype
     if dtype not in (torch.float32, torch.float64): a, b = a.float(), b.float()  # float16/bfloat16: compute in float32
-    c = torch.zeros(a.shape[0], b.shape[1], dtype=a.dtype)
-    if c.numel() and a.shape[1]:  # an empty product is all zeros: the kernels never see a zero-size array
-        kernel(_as_array(a), _as_array(b), c.numpy(), *args)
-    return c.to(dtype)
+    a, b = _as_array(a), _as_array(b)
+    c = np.zeros((a.shape[0], b.shape[1]), a.dtype)  # NumPy's zeros: no tensor dispatch, no thread start for the fill
+    if c.size and a.shape[1]: kernel(a, b, c, *args)  # an empty product is all zeros: the kernels never see a zero-size array
+    return torch.from_numpy(c).to(dtype)
 
 def _as_array(t:Tensor)->np.ndarray:
     "`t`'s data as a C-contiguous NumPy array: shared when possible, copied when the layout differs."
@@ -264,6 +264,29 @@ def micro_kernel(a, b, c, i0, j0):
 
 @overload(micro_kernel, jit_options={'fastmath': {'contract'}})
 def _micro_kernel_for(a, b, c, i0, j0): return make_micro_kernel(*register_tile(a.dtype.bitwidth // 8))
+
+# %% ../nbs/06_fast_matmul.ipynb #cfd43ae6
+def micro_kernel_asm(mr:int,           # rows of the tile
+                     nr:int,           # columns of the tile
+                     dtype=np.float32, # the numbers' dtype
+                    )->str:            # assembly, as numba's `inspect_asm` prints it
+    "The machine code numba makes of the `mr×nr` micro-kernel for the CPU it compiles for, compiled afresh and not run."
+    kernel = njit(fastmath={'contract'})(make_micro_kernel(mr, nr))
+    matrix = numba.types.Array(numba.from_dtype(np.dtype(dtype)), 2, 'C')  # strips, panels and c are C-contiguous
+    kernel.compile((matrix, matrix, matrix, numba.types.int64, numba.types.int64))
+    return kernel.inspect_asm(kernel.signatures[0])
+
+# %% ../nbs/06_fast_matmul.ipynb #f92e3da4
+def hot_loop(asm:str, # x86 assembly
+            )->list:  # its lines, from the loop's label to the jump back to it
+    "The loop of `asm` that holds its first fused multiply-add (`vfmadd...`), without comments and assembler directives."
+    lines = [l.split('#')[0].strip() for l in asm.splitlines()]
+    lines = [l for l in lines if l and (l.endswith(':') or not l.startswith('.'))]
+    fma = next((i for i, l in enumerate(lines) if l.startswith('vfmadd')), None)
+    if fma is None: raise ValueError("no fused multiply-add (vfmadd...) in this code: hot_loop reads x86 assembly made for a CPU with FMA")
+    start = max(i for i in range(fma) if lines[i].endswith(':'))
+    end = next(i for i in range(fma, len(lines)) if lines[i].startswith('j') and lines[i].split()[-1] == lines[start][:-1])
+    return lines[start:end + 1]
 
 # %% ../nbs/06_fast_matmul.ipynb #5a4ec20f
 @njit(parallel=True, fastmath={'contract'}, cache=_CACHE)
