@@ -157,8 +157,8 @@ X86 = platform.machine().lower() in ('x86_64', 'amd64')
 _LOOPS = """
 import json
 from mini_nn.fast_matmul import register_tile, vector_bytes, micro_kernel_asm, hot_loop
-mr, nr = register_tile(4)
-loop = hot_loop(micro_kernel_asm(mr, nr, 'float32'))
+mr, nr = register_tile(8)
+loop = hot_loop(micro_kernel_asm(mr, nr, 'float64'))
 print(json.dumps(dict(vector_bytes=vector_bytes(), tile=(mr, nr), sums=[l.split()[-1] for l in loop if l.startswith('vfmadd')],
                       stack=[l for l in loop if '%rsp' in l])))
 """
@@ -166,7 +166,7 @@ print(json.dumps(dict(vector_bytes=vector_bytes(), tile=(mr, nr), sums=[l.split(
 
 @pytest.mark.skipif(not X86, reason="reads x86 assembly")
 def test_the_other_vector_width_also_gets_a_tile_of_vector_fmas_in_registers(tmp_path):
-    "The float32 tile compiled (not run) for the width this CPU lacks: AVX-512 on an AVX2 machine, AVX2 on an AVX-512 one. Lesson 06 checks its own."
+    "The float64 tile compiled (not run) for the width this CPU lacks: AVX-512 on an AVX2 machine, AVX2 on an AVX-512 one. Lesson 06 checks its own float32 one."
     import llvmlite.binding as llb
     host = llb.get_host_cpu_features()
     if not (host.get('avx2') and host.get('fma')): pytest.skip("this CPU has no AVX2 and FMA")
@@ -177,8 +177,8 @@ def test_the_other_vector_width_also_gets_a_tile_of_vector_fmas_in_registers(tmp
     got = json.loads(run(sys.executable, '-c', _LOOPS, env=env).stdout)
     width, register = (64, '%zmm') if avx512 else (32, '%ymm')
     (mr, nr), sums = got['tile'], got['sums']
-    assert got['vector_bytes'] == width and (mr, nr) == ((8, 32) if avx512 else (4, 16)), got
-    assert len(sums) == mr * nr * 4 // width, got                                        # one FMA per register of running sums...
+    assert got['vector_bytes'] == width and (mr, nr) == ((8, 16) if avx512 else (4, 8)), got
+    assert len(sums) == mr * nr * 8 // width, got                                        # one FMA per register of running sums...
     assert len(set(sums)) == len(sums) and all(r.startswith(register) for r in sums), got  # ...each into its own register
     assert got['stack'] == [], got                                                          # none spilled to the stack
 
