@@ -285,7 +285,8 @@ def hot_loop(asm:str, # x86 assembly
     fma = next((i for i, l in enumerate(lines) if l.startswith('vfmadd')), None)
     if fma is None: raise ValueError("no fused multiply-add (vfmadd...) in this code: hot_loop reads x86 assembly made for a CPU with FMA")
     start = max(i for i in range(fma) if lines[i].endswith(':'))
-    end = next(i for i in range(fma, len(lines)) if lines[i].startswith('j') and lines[i].split()[-1] == lines[start][:-1])
+    end = next((i for i in range(fma, len(lines)) if lines[i].startswith('j') and lines[i].split()[-1] == lines[start][:-1]), None)
+    if end is None: raise ValueError(f"no jump back to {lines[start]} after the first multiply-add: not a loop hot_loop can read")
     return lines[start:end + 1]
 
 # %% ../nbs/06_fast_matmul.ipynb #5a4ec20f

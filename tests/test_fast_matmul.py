@@ -7,6 +7,7 @@ import json
 import os
 import platform
 import sys
+from collections import Counter
 
 import pytest
 import numpy as np
@@ -178,9 +179,10 @@ def test_the_other_vector_width_also_gets_a_tile_of_vector_fmas_in_registers(tmp
     width, register = (64, '%zmm') if avx512 else (32, '%ymm')
     (mr, nr), sums = got['tile'], got['sums']
     assert got['vector_bytes'] == width and (mr, nr) == ((8, 16) if avx512 else (4, 8)), got
-    assert len(sums) == mr * nr * 8 // width, got                                        # one FMA per register of running sums...
-    assert len(set(sums)) == len(sums) and all(r.startswith(register) for r in sums), got  # ...each into its own register
-    assert got['stack'] == [], got                                                          # none spilled to the stack
+    per_register = Counter(sums)  # FMAs into each register (a loop unrolled by LLVM does several steps of p per pass)
+    assert len(per_register) == mr * nr * 8 // width and len(set(per_register.values())) == 1, got  # every register of sums, alike
+    assert all(r.startswith(register) for r in sums), got
+    assert got['stack'] == [], got  # none spilled to the stack
 
 
 def test_cache_blocks_fill_half_of_l1_and_half_of_l2(monkeypatch):
