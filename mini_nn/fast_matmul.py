@@ -7,7 +7,7 @@ __all__ = ['KC', 'NB', 'SMALL', 'run_kernel', 'ijk_kernel', 'matmul_jit', 'ikj_k
            'matmul_jit_fastmath', 'ikj_threads_kernel', 'matmul_jit_threads', 'pack_panels', 'work_buffer',
            'packed_panels', 'blocked_kernel', 'matmul_jit_blocked', 'vector_bytes', 'register_tile', 'cache_sizes',
            'cache_blocks', 'micro_kernel_source', 'make_micro_kernel', 'micro_kernel', 'micro_kernel_asm', 'hot_loop',
-           'tiled_kernel', 'tile_plan', 'strip_buffer', 'matmul_tiled']
+           'fma_registers', 'tiled_kernel', 'tile_plan', 'strip_buffer', 'matmul_tiled']
 
 # %% ../nbs/06_fast_matmul.ipynb #5af4c7cd
 import os
@@ -24,6 +24,7 @@ os.environ.setdefault('NUMBA_SLP_VECTORIZE', '1')
 try: import numba
 except ImportError as e: raise ImportError("mini_nn.fast_matmul needs numba: pip install 'mini_nn[fast]'", name='numba') from e
 import functools
+from collections import Counter
 import math
 import threading
 from pathlib import Path
@@ -288,6 +289,12 @@ def hot_loop(asm:str, # x86 assembly
     end = next((i for i in range(fma, len(lines)) if lines[i].startswith('j') and lines[i].split()[-1] == lines[start][:-1]), None)
     if end is None: raise ValueError(f"no jump back to {lines[start]} after the first multiply-add: not a loop hot_loop can read")
     return lines[start:end + 1]
+
+# %% ../nbs/06_fast_matmul.ipynb #456ca80e
+def fma_registers(loop:list, # lines of x86 assembly, such as `hot_loop`'s
+                 )->Counter: # register -> how many fused multiply-adds add into it
+    "The register each fused multiply-add of `loop` adds into (its last operand, in AT&T syntax), counted."
+    return Counter(l.split()[-1] for l in loop if l.startswith('vfmadd'))
 
 # %% ../nbs/06_fast_matmul.ipynb #5a4ec20f
 @njit(parallel=True, fastmath={'contract'}, cache=_CACHE)
