@@ -126,6 +126,19 @@ def test_bad_inputs_are_refused_like_lesson_01(name):
     with pytest.raises(TypeError, match='must be a torch.Tensor'): f([[1.]], torch.ones(1, 1))
 
 
+KERNELS = ['ijk_kernel', 'ikj_kernel', 'ikj_fastmath_kernel', 'ikj_threads_kernel', '_blocked', '_tiled']
+
+@pytest.mark.parametrize('kernel', KERNELS)
+def test_each_kernel_writes_every_entry_of_an_uninitialised_c(kernel):
+    "_run_kernel hands the kernels `np.empty` memory: garbage there (NaN here) must not survive, edges included."
+    rng = np.random.default_rng(3)
+    a, b = rng.standard_normal((2 * MR + 1, KC + 5)).astype(np.float32), rng.standard_normal((KC + 5, 3 * NR - 1)).astype(np.float32)
+    assert a.shape[0] * a.shape[1] * b.shape[1] >= fm.SMALL  # large enough for _tiled to take the tiled path
+    c = np.full((a.shape[0], b.shape[1]), np.nan, np.float32)
+    getattr(fm, kernel)(a, b, c)
+    np.testing.assert_allclose(c, a.astype(np.float64) @ b, rtol=1e-4, atol=1e-3)
+
+
 @pytest.mark.parametrize('mr, nr', [(1, 1), (2, 4), (3, 16)])  # small tiles: each compiles afresh; 8×32 runs in matmul_tiled's tests
 def test_generated_micro_kernel_adds_its_tile_at_the_given_place_only(mr, nr):
     g = torch.Generator().manual_seed(4)
