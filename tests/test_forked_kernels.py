@@ -63,6 +63,9 @@ async def _interrupt_then_kill(manager_class)->tuple:
         while True:  # wait until the cell's own code runs (an interrupt before it is caught by the kernel), then interrupt
             msg = await kc.get_iopub_msg(timeout=30)
             if msg['parent_header'].get('msg_id') == msg_id and msg['msg_type'] == 'stream': break
+        # the message is out before the kernel's flush returns: an interrupt now can land in ipykernel's own locking
+        # (a RuntimeError 'release unlocked lock'), so give the cell a moment to reach its sleep
+        await asyncio.sleep(0.5)
         await km.interrupt_kernel()
         reply = await kc.get_shell_msg(timeout=10)
     finally:
