@@ -43,7 +43,7 @@ numba.config.reload_config()  # read the variable now, even if numba was importe
 _CACHE = bool(numba.config.SLP_VECTORIZE)
 
 # %% ../nbs/06_fast_matmul.ipynb #6737f663
-def _run_kernel(kernel,    # compiled kernel: `kernel(a, b, c)` writes `a @ b` into `c` (NumPy arrays)
+def _run_kernel(kernel,    # a compiled kernel, or a function calling one: `kernel(a, b, c)` writes `a @ b` into `c` (NumPy arrays)
                 a:Tensor,  # left matrix, `m×k`, already checked by the caller's `@expects`
                 b:Tensor,  # right matrix, `k×n`, likewise
                )->Tensor:  # `a @ b`, in `a`'s dtype
@@ -69,10 +69,9 @@ def ijk_kernel(a, b, c):
     "`c = a @ b`: for each `c[i, j]`, a dot product of row `i` of `a` with column `j` of `b`."
     m, k = a.shape
     n = b.shape[1]
-    c[:] = 0
     for i in range(m):
         for j in range(n):
-            s = c[i, j]
+            s = c.dtype.type(0)
             for p in range(k): s += a[i, p] * b[p, j]
             c[i, j] = s
 
@@ -318,7 +317,7 @@ def tiled_kernel(a,      # `m×k` C-contiguous array
     for t in prange(nthreads):
         s0, s1 = nstrips * t // nthreads, nstrips * (t + 1) // nthreads  # this thread's strips
         packed, edge = strips[t], np.empty((mr, nr), c.dtype)            # their buffer; a scratch tile for c's edges
-        c[s0 * mr:s1 * mr] = 0                                           # their rows of c
+        c[s0 * mr:s1 * mr] = 0                                           # their rows of c, zeroed by the thread that adds into them
         for p0 in range(0, k, kc):
             kk = min(kc, k - p0)
             for s in range(s0, s1):  # pack: row i of a becomes column r of strip s, zeros past the last row
