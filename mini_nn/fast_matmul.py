@@ -56,8 +56,8 @@ def _run_kernel(kernel,    # a compiled kernel, or a function calling one: `kern
     c = np.empty((a.shape[0], b.shape[1]), a.dtype)  # uninitialised: the kernel zeroes each row on the thread that computes it
     if c.size and a.shape[1]: kernel(a, b, c)  # the kernels never see a zero-size array...
     else: c.fill(0)                             # ...and a sum of no products is zero
-    c = torch.from_numpy(c)
-    return c if c.dtype == dtype else c.to(dtype)  # half precision is rounded back once; `.to` costs even when it does nothing
+    out = torch.from_numpy(c)  # shares c's memory
+    return out if out.dtype == dtype else out.to(dtype)  # half precision is rounded back once; `.to` costs even when it does nothing
 
 def _as_array(t:Tensor)->np.ndarray:
     "`t`'s data as a C-contiguous NumPy array: shared when possible, copied when the layout differs."
